@@ -1,0 +1,19 @@
+"""One module per stage; ``run_stage`` dispatches on ``cfg.stage``."""
+
+from __future__ import annotations
+
+import importlib
+
+from omegaconf import DictConfig
+
+from alignment.errors import AlignmentError
+
+STAGES = ("sft", "rm", "dpo", "kto", "orpo", "ppo", "grpo", "rloo")
+
+
+def run_stage(cfg: DictConfig) -> dict:
+    """Run the stage named by ``cfg.stage`` and return its metrics."""
+    if cfg.stage not in STAGES:
+        raise AlignmentError(f"unknown stage '{cfg.stage}'; choose one of: {', '.join(STAGES)}")
+    module = importlib.import_module(f"alignment.stages.{cfg.stage}")
+    return module.run(cfg)

@@ -1,0 +1,57 @@
+"""``python -m alignment stage=<name> | pipeline=<name> [key=value ...]``: the Hydra entry point.
+
+Errors a user can fix are printed as one short message without a traceback (``debug=true`` shows it) and the
+process exits non-zero.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+
+# Quiet, offline-friendly defaults before heavy imports read them.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+
+import hydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig, open_dict  # noqa: E402
+
+from alignment.config import register_configs  # noqa: E402
+from alignment.errors import AlignmentError  # noqa: E402
+from alignment.paths import CONF_DIR  # noqa: E402
+
+log = logging.getLogger("alignment")
+register_configs()
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+def _run(cfg: DictConfig) -> None:
+    debug = bool(cfg.get("debug", False))
+    try:
+        with open_dict(cfg):
+            cfg.output_dir = HydraConfig.get().runtime.output_dir
+        if cfg.get("pipeline"):
+            from alignment.pipeline import run_pipeline
+
+            overrides = list(HydraConfig.get().overrides.task)
+            run_pipeline(cfg, overrides)
+        else:
+            from alignment.stages import run_stage
+
+            run_stage(cfg)
+    except AlignmentError as err:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main() -> None:
+    _run()
+
+
+if __name__ == "__main__":
+    main()

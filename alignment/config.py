@@ -1,0 +1,202 @@
+"""Structured configs, registered with Hydra's ConfigStore so that a misspelt key is an error naming the key.
+
+The YAML files in ``conf/`` fill these schemas. A stage's TRL settings live under ``trainer.`` with TRL's own field
+names: the schema of ``trainer`` is generated from the stage's TRL config class, so every TRL field is typed and
+available, and nothing else is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class ModelConfig:
+    name: str = field(default="tiny", metadata={"help": "Label for the model; 'tiny' builds the offline default."})
+    path: str | None = field(
+        default=None, metadata={"help": "Hub id or local dir of any HF causal LM; None with name=tiny builds it."}
+    )
+    dtype: str = field(default="auto", metadata={"help": "auto, float32, bfloat16 or float16."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Run model code from the Hub. Off by default."})
+    attn_implementation: str | None = field(default=None, metadata={"help": "eager, sdpa, flash_attention_2, ..."})
+    rebuild: bool = field(default=False, metadata={"help": "Rebuild the cached tiny model."})
+
+
+@dataclass
+class DataConfig:
+    path: str | None = field(
+        default=None, metadata={"help": "Local json/jsonl/parquet file or dir, or Hub id; None = embedded data."}
+    )
+    format: str = field(default="auto", metadata={"help": "auto or a format name (messages, sharegpt, alpaca, ...)."})
+    train_split: str = "train"
+    eval_split: str | None = field(default="test", metadata={"help": "Held-out split; None carves eval_fraction."})
+    eval_fraction: float = field(default=0.05, metadata={"help": "Share of train held out when there is no split."})
+    max_length: int = field(default=512, metadata={"help": "Truncate encoded rows to this many tokens."})
+    train_on: str = field(default="assistant", metadata={"help": "assistant, last_assistant or all."})
+    on_error: str = field(default="raise", metadata={"help": "raise or skip bad rows."})
+    max_train_rows: int | None = None
+    max_eval_rows: int | None = None
+
+
+@dataclass
+class PeftConfig:
+    method: str = field(default="none", metadata={"help": "none or lora."})
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    merge: bool = field(default=True, metadata={"help": "Also write a merged plain HF model next to the adapter."})
+
+
+@dataclass
+class DistributedConfig:
+    backend: str = field(default="single", metadata={"help": "single process."})
+    num_processes: int = 1
+
+
+@dataclass
+class TrackingConfig:
+    backend: str = field(default="none", metadata={"help": "none, wandb or tensorboard."})
+    project: str = "alignment"
+    run_name: str | None = None
+
+
+@dataclass
+class OracleEvalConfig:
+    enabled: bool = field(default=True, metadata={"help": "Measure oracle_reward before and after training."})
+    path: str | None = field(default=None, metadata={"help": "Prompt data with an oracle column; None = embedded."})
+    split: str = "test"
+    num_prompts: int = 128
+    samples_per_prompt: int = 4
+    greedy: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+    batch_size: int = 64
+    seed: int = 0
+
+
+@dataclass
+class RewardSourceConfig:
+    type: str = field(default="model", metadata={"help": "model, oracle or function."})
+    path: str | None = field(default=None, metadata={"help": "Model dir (type=model) or module:function."})
+    weight: float = 1.0
+
+
+@dataclass
+class AlignConfig:
+    """The root config: one stage, the models and data it uses, and the run's settings."""
+
+    stage: Any = MISSING
+    trainer: Any = MISSING
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    peft: PeftConfig = field(default_factory=PeftConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    oracle_eval: OracleEvalConfig = field(default_factory=OracleEvalConfig)
+    reward: list[RewardSourceConfig] = field(default_factory=list)
+    ref_model: str | None = field(default=None, metadata={"help": "Reference model dir; None = the start model."})
+    value_model: str | None = field(default=None, metadata={"help": "PPO value model init; None = reward model."})
+    pipeline: Any = None
+    output_dir: str = field(default=MISSING, metadata={"help": "Run dir; the stage writes PATH/<stage>/."})
+    seed: int = 42
+    resume: str = field(default="auto", metadata={"help": "auto (resume if a checkpoint exists) or fresh."})
+    debug: bool = field(default=False, metadata={"help": "Show tracebacks."})
+
+
+@dataclass
+class StageConfig:
+    name: str = MISSING
+
+
+@dataclass
+class PipelineConfig:
+    name: str = MISSING
+    steps: dict[str, Any] = field(default_factory=dict)
+
+
+_SIMPLE = (bool, int, float, str)
+
+
+def _field_type(tp: Any) -> Any:
+    """Map a TRL/transformers field type to one OmegaConf can validate; anything richer becomes Any."""
+    if tp in _SIMPLE:
+        return tp
+    args = typing.get_args(tp)
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1 and rest[0] in _SIMPLE:
+            return rest[0] | None
+    if typing.get_origin(tp) is list and args and args[0] is str:
+        return list[str] if None not in args else Any
+    return Any
+
+
+# TRL fields that the stage sets itself and a user must not set.
+_MANAGED = {"output_dir", "report_to", "logging_dir", "run_name", "push_to_hub", "hub_model_id", "hub_token"}
+
+
+@cache
+def trainer_schema(config_cls: type) -> type:
+    """A dataclass with every simple field of a TRL config class, TRL's names and defaults, for Hydra to check."""
+    specs = []
+    for f in dataclasses.fields(config_cls):
+        if not f.init or f.name.startswith("_") or f.name in _MANAGED:
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = None
+        tp = _field_type(f.type)
+        if hasattr(default, "value") and not isinstance(default, _SIMPLE):  # enums -> their string value
+            default = default.value
+        if tp is Any or isinstance(default, list | dict):
+            specs.append((f.name, Any, field(default_factory=(lambda d=default: d))))
+        else:
+            specs.append((f.name, tp, field(default=default)))
+    return dataclasses.make_dataclass(f"{config_cls.__name__}Schema", specs)
+
+
+def trl_config_classes() -> dict[str, type]:
+    """The TRL config class behind each stage's ``trainer`` group."""
+    from trl import DPOConfig, GRPOConfig, KTOConfig, RewardConfig, RLOOConfig, SFTConfig
+
+    classes = {
+        "sft": SFTConfig,
+        "rm": RewardConfig,
+        "dpo": DPOConfig,
+        "kto": KTOConfig,
+        "grpo": GRPOConfig,
+        "rloo": RLOOConfig,
+    }
+    try:
+        from trl.experimental.orpo import ORPOConfig
+
+        classes["orpo"] = ORPOConfig
+    except ImportError:  # experimental module moved or gone: orpo is then unavailable
+        pass
+    return classes
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=AlignConfig)
+    cs.store(group="schema/stage", name="stage", node=StageConfig)
+    cs.store(group="schema/pipeline", name="pipeline", node=PipelineConfig)
+    for stage, cls in trl_config_classes().items():
+        cs.store(group="schema/trainer", name=stage, node=trainer_schema(cls))
+    return
+    from alignment.rl.ppo import PPOSettings
+
+    cs.store(group="schema/trainer", name="ppo", node=PPOSettings)
