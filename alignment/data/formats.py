@@ -277,6 +277,8 @@ def _detect_one(row: dict) -> str | None:
         turns = row.get(key)
         if isinstance(turns, list) and turns and isinstance(turns[0], dict):
             return "sharegpt" if "from" in turns[0] else "messages"
+        if turns == [] and key == "messages":  # empty, but the column name says it all; the converter reports it
+            return "messages"
     if "instruction" in keys and "output" in keys:
         return "alpaca"
     if {"prompt", "completion"} <= keys:
