@@ -126,22 +126,22 @@ def _split_shared(chosen: list[dict], rejected: list[dict]) -> tuple[list[dict],
 
 
 def _from_messages(row: dict) -> Record:
-    key = next(k for k in ("messages", "conversation", "conversations") if k in row)
-    return Record("dialogue", messages=_messages(row[key], key))
+    key = next((k for k in ("messages", "conversation", "conversations") if row.get(k) is not None), "messages")
+    return Record("dialogue", messages=_messages(_require(row, key), key))
 
 
 def _from_sharegpt(row: dict) -> Record:
     turns = _messages(_require(row, "conversations"), "conversations", "from", "value")
     if row.get("system"):
         turns = [{"role": "system", "content": _string(row["system"], "'system'")}, *turns]
-    if "chosen" in row or "rejected" in row:
+    if row.get("chosen") is not None or row.get("rejected") is not None:
         # LLaMA-Factory ShareGPT preference: the conversation is the prompt, chosen/rejected are single turns.
         replies = []
         for key in ("chosen", "rejected"):
             value = _require(row, key)
             replies.append(_messages([value] if isinstance(value, dict) else value, key, "from", "value"))
         return Record("preference", prompt=turns, chosen=replies[0], rejected=replies[1])
-    if "kto_tag" in row:  # LLaMA-Factory KTO: the last turn is the completion.
+    if row.get("kto_tag") is not None:  # LLaMA-Factory KTO: the last turn is the completion.
         label = row["kto_tag"]
         if not isinstance(label, bool):
             raise RowError("wrong_type", f"'kto_tag' must be true or false, got {label!r}")
@@ -164,7 +164,7 @@ def _from_alpaca(row: dict) -> Record:
         turns.append({"role": "user", "content": _string(pair[0], f"history[{i}][0]")})
         turns.append({"role": "assistant", "content": _string(pair[1], f"history[{i}][1]")})
     turns.append({"role": "user", "content": user})
-    if "chosen" in row or "rejected" in row:  # LLaMA-Factory Alpaca preference
+    if row.get("chosen") is not None or row.get("rejected") is not None:  # LLaMA-Factory Alpaca preference
         chosen, rejected = (_string(_require(row, k), f"'{k}'") for k in ("chosen", "rejected"))
         return Record(
             "preference",

@@ -234,6 +234,7 @@ def test_sft_from_preference_trains_on_chosen() -> None:
         ({"messages": [{"role": "narrator", "content": "x"}]}, "messages", "sft", "unknown_role"),
         ({"conversations": [{"from": "human"}]}, "sharegpt", "sft", "missing_field"),
         ({"instruction": "x"}, "alpaca", "sft", "missing_field"),
+        ({"text": "no conversation here"}, "messages", "sft", "missing_field"),
         ({"messages": []}, "messages", "sft", "empty_conversation"),
         ({"messages": [u("hi")]}, "messages", "sft", "no_assistant_turn"),
         ({"messages": [{"role": "user", "content": ["a", "b"]}]}, "messages", "sft", "wrong_type"),
