@@ -92,6 +92,11 @@ class RewardSourceConfig:
 
 
 @dataclass
+class RewardConfig:
+    sources: list[RewardSourceConfig] = field(default_factory=list)
+
+
+@dataclass
 class AlignConfig:
     """The root config: one stage, the models and data it uses, and the run's settings."""
 
@@ -103,25 +108,15 @@ class AlignConfig:
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     oracle_eval: OracleEvalConfig = field(default_factory=OracleEvalConfig)
-    reward: list[RewardSourceConfig] = field(default_factory=list)
+    reward: RewardConfig = field(default_factory=RewardConfig)
     ref_model: str | None = field(default=None, metadata={"help": "Reference model dir; None = the start model."})
     value_model: str | None = field(default=None, metadata={"help": "PPO value model init; None = reward model."})
-    pipeline: Any = None
+    pipeline: Any = field(default=None, metadata={"help": "Chosen with pipeline=<name>: ordered steps to run."})
+    step: str | None = field(default=None, metadata={"help": "Pipeline step name; the stage writes PATH/<step>/."})
     output_dir: str = field(default=MISSING, metadata={"help": "Run dir; the stage writes PATH/<stage>/."})
     seed: int = 42
     resume: str = field(default="auto", metadata={"help": "auto (resume if a checkpoint exists) or fresh."})
     debug: bool = field(default=False, metadata={"help": "Show tracebacks."})
-
-
-@dataclass
-class StageConfig:
-    name: str = MISSING
-
-
-@dataclass
-class PipelineConfig:
-    name: str = MISSING
-    steps: dict[str, Any] = field(default_factory=dict)
 
 
 _SIMPLE = (bool, int, float, str)
@@ -141,8 +136,9 @@ def _field_type(tp: Any) -> Any:
     return Any
 
 
-# TRL fields that the stage sets itself and a user must not set.
-_MANAGED = {"output_dir", "report_to", "logging_dir", "run_name", "push_to_hub", "hub_model_id", "hub_token"}
+# TRL fields the run sets itself: output_dir from ``output_dir``, seed from ``seed``, report_to from ``tracking``,
+# max_length from ``data.max_length`` (one length for the data layer and the trainer).
+_MANAGED = {"output_dir", "report_to", "run_name", "seed", "max_length", "push_to_hub", "hub_model_id", "hub_token"}
 
 
 @cache
@@ -192,11 +188,8 @@ def trl_config_classes() -> dict[str, type]:
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=AlignConfig)
-    cs.store(group="schema/stage", name="stage", node=StageConfig)
-    cs.store(group="schema/pipeline", name="pipeline", node=PipelineConfig)
     for stage, cls in trl_config_classes().items():
         cs.store(group="schema/trainer", name=stage, node=trainer_schema(cls))
-    return
     from alignment.rl.ppo import PPOSettings
 
     cs.store(group="schema/trainer", name="ppo", node=PPOSettings)

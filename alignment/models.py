@@ -46,7 +46,9 @@ def _model_dir_of(path: Path) -> Path:
         return path
     if (path / "model").is_dir():
         return path / "model"
-    raise AlignmentError(f"'{path}' holds no model: expected config.json or adapter_config.json there, or a model/ dir")
+    raise AlignmentError(
+        f"'{path}' holds no model: expected config.json or adapter_config.json there, or a model/ dir"
+    )
 
 
 def _common_kwargs(model_cfg: DictConfig) -> dict:

@@ -1,3 +1,52 @@
-def run(cfg):
-    from omegaconf import OmegaConf
-    print(OmegaConf.to_yaml(cfg)[:1500])
+"""Supervised fine-tuning with TRL's SFTTrainer, on conversations encoded by the shared data layer.
+
+Recipe: config -> model and tokenizer -> encoded datasets (loss on assistant turns and their end-of-turn tokens)
+-> SFTTrainer -> held-out loss and oracle reward before -> train -> after -> save.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from omegaconf import DictConfig
+
+from alignment.data import load_train_eval, tokenize_sft
+from alignment.models import count_parameters, load_causal_lm, load_tokenizer, peft_config, resolve_model_path
+from alignment.stages.stage_run import StageRun
+
+log = logging.getLogger("alignment")
+
+
+def run(cfg: DictConfig) -> dict:
+    from trl import SFTConfig, SFTTrainer
+
+    stage = StageRun(cfg)
+    model_path = resolve_model_path(cfg.model)
+    tokenizer = load_tokenizer(model_path, cfg.model)
+    model = load_causal_lm(model_path, cfg.model)
+
+    train_rows, eval_rows = load_train_eval(cfg.data, kind="sft", seed=cfg.seed)
+    encode = {"max_length": cfg.data.max_length, "train_on": cfg.data.train_on}
+    train_ds, stats = tokenize_sft(train_rows, tokenizer, **encode)
+    eval_ds = tokenize_sft(eval_rows, tokenizer, **encode)[0] if eval_rows is not None else None
+    stage.record({f"data_{k}": v for k, v in stats.items()})
+
+    args = stage.trainer_args(SFTConfig, include_num_input_tokens_seen="non_padding")
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        peft_config=peft_config(cfg.peft),
+    )
+    trainable, total = count_parameters(trainer.model)
+    stage.record({"trainable_params": trainable, "total_params": total})
+
+    stage.evaluate(trainer, suffix="_before")
+    stage.measure_oracle(trainer.model, tokenizer, suffix="_before")
+    stage.train(trainer)
+    stage.evaluate(trainer)
+    stage.measure_oracle(trainer.model, tokenizer)
+    stage.save_model(trainer.model, tokenizer)
+    return stage.finish()

@@ -8,6 +8,7 @@ killed run never leaves output that looks finished.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -33,7 +34,7 @@ class StageRun:
 
     def __init__(self, cfg: DictConfig, name: str | None = None) -> None:
         self.cfg = cfg
-        self.name = name or str(cfg.stage)
+        self.name = name or str(cfg.get("step") or cfg.stage)
         self.dir = Path(cfg.output_dir) / self.name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.metrics: dict[str, float] = {}
@@ -89,11 +90,26 @@ class StageRun:
             report_to=self._report_to(),
             run_name=self.cfg.tracking.get("run_name") or f"{Path(self.cfg.output_dir).name}-{self.name}",
         )
+        if any(f.name == "max_length" for f in dataclasses.fields(config_cls)):
+            values["max_length"] = int(self.cfg.data.max_length)
         values.update(overrides)
         try:
             return config_cls(**values)
         except (ValueError, TypeError) as err:
             raise AlignmentError(f"invalid trainer settings for stage {self.name}: {err}") from err
+
+    def evaluate(self, trainer, suffix: str = "") -> None:
+        """Held-out metrics of the trainer's model (same masks as training), recorded as ``<key><suffix>``."""
+        if trainer.eval_dataset is not None:
+            self.record(trainer.evaluate(), suffix)
+
+    def measure_oracle(self, model, tokenizer, suffix: str = "") -> None:
+        """Record ``oracle_reward<suffix>`` when the data has an oracle; keep the scored samples beside it."""
+        from alignment.oracle_eval import oracle_reward
+
+        value = oracle_reward(model, tokenizer, self.cfg, samples_path=self.dir / f"oracle_samples{suffix}.jsonl")
+        if value is not None:
+            self.metrics[f"oracle_reward{suffix}"] = value
 
     def _report_to(self) -> str:
         backend = self.cfg.tracking.backend
@@ -142,20 +158,33 @@ class StageRun:
         write_atomic(self.dir / "log_history.jsonl", text)
 
     # -- saving ------------------------------------------------------------------------------------------------
-    def save_model(self, model, tokenizer) -> Path:
-        """Save model and tokenizer to ``model/`` atomically (a temp dir renamed when complete)."""
-        tmp = Path(tempfile.mkdtemp(prefix=".model-", dir=self.dir))
+    def save_model(self, model, tokenizer, subdir: str = "model") -> Path:
+        """Save model and tokenizer to ``<subdir>/`` atomically (a temp dir renamed when complete).
+
+        A PEFT model also saves its adapter to ``adapter/`` (with the base model's id); with ``peft.merge=true``
+        ``<subdir>/`` then holds the merged plain HF model, else the adapter.
+        """
+        if hasattr(model, "peft_config"):
+            self._save_dir(self.dir / ("adapter" if subdir == "model" else f"{subdir}_adapter"), model, tokenizer)
+            if not self.cfg.peft.get("merge", True):
+                return self._save_dir(self.dir / subdir, model, tokenizer)
+            model = model.merge_and_unload()
+        return self._save_dir(self.dir / subdir, model, tokenizer)
+
+    def _save_dir(self, target: Path, model, tokenizer) -> Path:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=self.dir))
         try:
             model.save_pretrained(tmp, safe_serialization=True)
-            tokenizer.save_pretrained(tmp)
-            _replace_dir(tmp, self.model_dir)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(tmp)
+            _replace_dir(tmp, target)
         except OSError as err:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise AlignmentError(f"could not save the model to {self.model_dir}: {err}") from err
+            raise AlignmentError(f"could not save the model to {target}: {err}") from err
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        return self.model_dir
+        return target
 
     def finish(self) -> dict[str, float]:
         """Write ``metrics.json`` (atomically, last): the stage is complete."""

@@ -1,0 +1,56 @@
+"""Pick a stage's train and held-out data from ``data.*``: the embedded default or the user's own."""
+
+from __future__ import annotations
+
+import logging
+
+from datasets import Dataset
+from omegaconf import DictConfig
+
+from alignment.data.loading import MissingSplitError, load_dataset
+from alignment.errors import AlignmentError
+from alignment.paths import DATA_DIR
+
+log = logging.getLogger("alignment.data")
+
+# Which embedded folder serves each kind of data.
+EMBEDDED = {"sft": "sft", "preference": "preference", "kto": "preference", "prompt": "prompts"}
+
+
+def data_path(data_cfg: DictConfig, kind: str) -> str:
+    """``data.path``, or the embedded dataset for this kind."""
+    if data_cfg.path:
+        return str(data_cfg.path)
+    if kind not in EMBEDDED:
+        raise AlignmentError(f"no embedded data for kind '{kind}'; set data.path")
+    return str(DATA_DIR / EMBEDDED[kind])
+
+
+def load_train_eval(data_cfg: DictConfig, kind: str, seed: int = 0) -> tuple[Dataset, Dataset | None]:
+    """Train and held-out rows in canonical form; carve ``eval_fraction`` of train when there is no eval split."""
+    if data_cfg.on_error not in ("raise", "skip"):
+        raise AlignmentError(f"data.on_error='{data_cfg.on_error}' must be raise or skip")
+    path = data_path(data_cfg, kind)
+    kwargs = {"kind": kind, "format": data_cfg.format, "on_error": data_cfg.on_error}
+    train = load_dataset(path, split=data_cfg.train_split, **kwargs)
+    held_out = None
+    if data_cfg.eval_split:
+        try:
+            held_out = load_dataset(path, split=data_cfg.eval_split, **kwargs)
+        except MissingSplitError:
+            log.warning(
+                "no '%s' split in %s: holding out %.0f%% of train",
+                data_cfg.eval_split,
+                path,
+                100 * data_cfg.eval_fraction,
+            )
+    if held_out is None and data_cfg.eval_fraction > 0 and len(train) > 1:
+        parts = train.train_test_split(test_size=data_cfg.eval_fraction, seed=seed)
+        train, held_out = parts["train"], parts["test"]
+    train = _cap(train, data_cfg.max_train_rows)
+    held_out = _cap(held_out, data_cfg.max_eval_rows) if held_out is not None else None
+    return train, held_out
+
+
+def _cap(ds: Dataset, n: int | None) -> Dataset:
+    return ds.select(range(min(n, len(ds)))) if n is not None else ds

@@ -1,0 +1,94 @@
+"""``oracle_reward``: the mean oracle score of a policy's sampled replies to the held-out embedded prompts.
+
+Decoding is fixed by ``oracle_eval.*`` (sampling at temperature 1.0 with a fixed seed and several samples per prompt
+by default, so the number reflects the policy's distribution; ``oracle_eval.greedy=true`` for the argmax reply).
+On a user's own data, which has no oracle, the measure is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from tqdm.auto import tqdm
+
+from alignment.data.oracle import score_batch
+from alignment.paths import DATA_DIR
+from alignment.rl.rollout import left_pad, truncate_at_stop
+
+log = logging.getLogger("alignment")
+
+
+def _prompt_rows(cfg: DictConfig):
+    from alignment.data import load_dataset
+
+    oe = cfg.oracle_eval
+    if oe.path is None and cfg.data.path:  # the user's own data: the embedded oracle does not apply
+        return None
+    rows = load_dataset(str(oe.path or DATA_DIR / "prompts"), kind="prompt", split=oe.split)
+    if "oracle" not in rows.column_names:
+        return None
+    return rows.select(range(min(oe.num_prompts, len(rows))))
+
+
+@torch.no_grad()
+def generate_replies(model, tokenizer, prompts: list[list[dict]], oe: DictConfig, max_prompt_length: int) -> list[str]:
+    """Decode ``samples_per_prompt`` replies per prompt (prompt-major order), stopping at end-of-turn."""
+    from transformers import GenerationConfig
+
+    from alignment.data import encode_prompt, turn_end_token_ids
+
+    stop = turn_end_token_ids(tokenizer)
+    n = 1 if oe.greedy else oe.samples_per_prompt
+    ids = [encode_prompt(tokenizer, p, max_length=max_prompt_length) for p in prompts for _ in range(n)]
+    gen = GenerationConfig(
+        do_sample=not oe.greedy,
+        temperature=oe.temperature if not oe.greedy else None,
+        top_p=oe.top_p if not oe.greedy else None,
+        top_k=0 if not oe.greedy else None,
+        max_new_tokens=oe.max_new_tokens,
+        eos_token_id=stop,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    replies: list[str] = []
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(oe.seed)
+        for start in tqdm(range(0, len(ids), oe.batch_size), desc="oracle eval", leave=False):
+            batch, mask = left_pad(ids[start : start + oe.batch_size], tokenizer.pad_token_id)
+            out = model.generate(input_ids=batch.to(device), attention_mask=mask.to(device), generation_config=gen)
+            responses, resp_mask, _ = truncate_at_stop(out[:, batch.shape[1] :], stop, tokenizer.pad_token_id)
+            for row, row_mask in zip(responses, resp_mask, strict=True):
+                replies.append(tokenizer.decode(row[row_mask.bool()], skip_special_tokens=True))
+    model.train(was_training)
+    return replies
+
+
+def oracle_reward(model, tokenizer, cfg: DictConfig, samples_path: Path | None = None) -> float | None:
+    """Mean oracle score in [0, 1] over held-out prompts, or None when the data has no oracle."""
+    oe = cfg.oracle_eval
+    if not oe.enabled:
+        return None
+    rows = _prompt_rows(cfg)
+    if rows is None or len(rows) == 0:
+        return None
+    replies = generate_replies(model, tokenizer, rows["prompt"], oe, cfg.data.max_length)
+    n = len(replies) // len(rows)
+    oracles = [o for o in rows["oracle"] for _ in range(n)]
+    scores = score_batch(oracles, replies)
+    valid = [s for s in scores if s is not None]
+    if not valid:
+        return None
+    if samples_path is not None:
+        prompts = [p for p in rows["prompt"] for _ in range(n)]
+        lines = [
+            json.dumps({"prompt": p, "reply": r, "score": s}, ensure_ascii=False) + "\n"
+            for p, r, s in zip(prompts, replies, scores, strict=True)
+        ]
+        samples_path.write_text("".join(lines), encoding="utf-8")
+    return sum(valid) / len(valid)

@@ -1,0 +1,172 @@
+"""Run the steps of a pipeline in order, hand each the outputs of earlier steps, and keep ``pipeline.json``.
+
+A pipeline is a config in ``conf/pipeline/``: ordered ``steps``, each naming its ``stage``, the earlier steps it
+takes ``inputs`` from (``model``, ``ref_model``, ``reward_model``, ``value_model``) and any per-step settings
+(``trainer: {beta: 0.2}``). Step ``<name>`` writes ``<output_dir>/<name>/``.
+
+``pipeline.json`` records each step's status, start and end times, output path and a hash of its resolved config and
+of its inputs' hashes. Re-running the same command skips finished steps whose hash is unchanged and resumes the
+interrupted one; if a finished step's config changed, it and every later step run again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from alignment.errors import AlignmentError
+from alignment.stages.stage_run import write_atomic
+
+log = logging.getLogger("alignment")
+
+INPUT_KINDS = ("model", "ref_model", "reward_model", "value_model")
+# Settings that do not change what a step computes.
+_HASH_EXCLUDED = ("debug", "resume", "output_dir", "pipeline", "tracking")
+
+
+def config_hash(cfg: DictConfig, input_hashes: dict[str, str]) -> str:
+    """A short hash of a step's resolved config and the hashes of the steps it reads from."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    for key in _HASH_EXCLUDED:
+        data.pop(key, None)
+    blob = json.dumps({"config": data, "inputs": input_hashes}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _step_overrides(task_overrides: list[str]) -> list[str]:
+    """The user's command-line overrides that apply to every step (all but pipeline and stage choices)."""
+    keep = []
+    for item in task_overrides:
+        key = item.lstrip("+~").split("=", 1)[0]
+        if key in ("pipeline", "stage") or key.startswith("pipeline."):
+            continue
+        keep.append(item)
+    return keep
+
+
+def compose_step(
+    name: str, step: DictConfig, overrides: list[str], run_dir: str, outputs: dict[str, str]
+) -> DictConfig:
+    """The full config of one step: the stage's defaults, the user's overrides, the step's own settings, inputs."""
+    from hydra import compose
+
+    if "stage" not in step:
+        raise AlignmentError(f"pipeline step '{name}' has no 'stage'")
+    cfg = compose(config_name="config", overrides=[f"stage={step.stage}", *overrides])
+    settings = {k: v for k, v in OmegaConf.to_container(step, resolve=True).items() if k not in ("stage", "inputs")}
+    try:
+        cfg = OmegaConf.merge(cfg, settings)
+    except Exception as err:  # omegaconf raises several types for unknown keys / wrong types
+        raise AlignmentError(f"pipeline step '{name}': {err}".splitlines()[0]) from err
+    inputs = dict(step.get("inputs") or {})
+    with open_dict(cfg):
+        cfg.output_dir = run_dir
+        cfg.step = name
+        for kind, source in inputs.items():
+            if kind not in INPUT_KINDS:
+                raise AlignmentError(f"pipeline step '{name}': unknown input '{kind}'; use {', '.join(INPUT_KINDS)}")
+            if source not in outputs:
+                raise AlignmentError(
+                    f"pipeline step '{name}' reads {kind} from '{source}', which is not an earlier step"
+                )
+            path = outputs[source]
+            if kind == "model":
+                cfg.model.path = path
+            elif kind == "ref_model":
+                cfg.ref_model = path
+            elif kind == "value_model":
+                cfg.value_model = path
+            elif kind == "reward_model":
+                cfg.reward.sources = [{"type": "model", "path": path, "weight": 1.0}]
+    return cfg
+
+
+def run_pipeline(cfg: DictConfig, task_overrides: list[str]) -> dict[str, Any]:
+    from alignment.stages import run_stage
+
+    pipe = cfg.pipeline
+    if not pipe.get("steps"):
+        raise AlignmentError(f"pipeline '{pipe.get('name')}' has no steps")
+    run_dir = Path(cfg.output_dir)
+    manifest_path = run_dir / "pipeline.json"
+    manifest = _read_manifest(manifest_path, pipe.name)
+    previous = {s["name"]: s for s in manifest["steps"]}
+    overrides = _step_overrides(task_overrides)
+    outputs: dict[str, str] = {}
+    hashes: dict[str, str] = {}
+    results: dict[str, Any] = {}
+    rerun_rest = False
+    steps = []
+    for name, step in pipe.steps.items():
+        step_cfg = compose_step(name, step, overrides, str(run_dir), outputs)
+        inputs = {k: hashes[v] for k, v in (step.get("inputs") or {}).items()}
+        digest = config_hash(step_cfg, inputs)
+        hashes[name] = digest
+        stage_dir = run_dir / name
+        outputs[name] = str(stage_dir / "model")
+        old = previous.get(name)
+        finished = old and old.get("status") == "done" and (stage_dir / "metrics.json").exists()
+        if finished and old.get("config_hash") == digest and not rerun_rest:
+            log.info("step %s: finished earlier with the same config, skipping", name)
+            print(f"[pipeline] {name}: done earlier with the same config; skipped")
+            steps.append(old)
+            results[name] = json.loads((stage_dir / "metrics.json").read_text(encoding="utf-8"))
+            continue
+        if old and old.get("config_hash") != digest:
+            what = "finished" if finished else "started"
+            print(f"[pipeline] {name}: config changed since it {what}; running it and every later step again")
+            rerun_rest = True
+        if rerun_rest or (old and old.get("config_hash") != digest):
+            with open_dict(step_cfg):
+                step_cfg.resume = "fresh"
+        record = {
+            "name": name,
+            "stage": str(step.stage),
+            "status": "running",
+            "started": _now(),
+            "ended": None,
+            "output": str(stage_dir),
+            "config_hash": digest,
+        }
+        steps.append(record)
+        _write_manifest(manifest_path, pipe.name, steps + [s for n, s in previous.items() if n not in pipe.steps])
+        print(f"[pipeline] {name}: running stage {step.stage}")
+        try:
+            results[name] = run_stage(step_cfg)
+        except BaseException:
+            record["status"] = "failed"
+            record["ended"] = _now()
+            _write_manifest(manifest_path, pipe.name, steps)
+            raise
+        record["status"] = "done"
+        record["ended"] = _now()
+        _write_manifest(manifest_path, pipe.name, steps)
+    return results
+
+
+def _read_manifest(path: Path, name: str) -> dict:
+    if not path.exists():
+        return {"pipeline": name, "steps": []}
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise AlignmentError(f"{path} is not valid JSON ({err}); delete it to start the pipeline over") from err
+    if manifest.get("pipeline") != name:
+        raise AlignmentError(
+            f"{path} belongs to pipeline '{manifest.get('pipeline')}', not '{name}'; use another output_dir"
+        )
+    return manifest
+
+
+def _write_manifest(path: Path, name: str, steps: list[dict]) -> None:
+    write_atomic(path, json.dumps({"pipeline": name, "steps": steps}, indent=2) + "\n")
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")

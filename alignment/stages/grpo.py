@@ -1,0 +1,47 @@
+"""GRPO with TRL's GRPOTrainer: groups of sampled replies per prompt, scored by the configured reward sources.
+
+Prompts go through the shared data layer (``encode_prompt``), so the tokens sampled from are the ones every other
+stage uses; rewards come from ``reward.sources`` (reward model, oracle, ``module:function``, weighted).
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from alignment.models import count_parameters, load_causal_lm, load_tokenizer, peft_config, resolve_model_path
+from alignment.stages.online import SharedPromptEncoding, prompt_data, reward_function, trl_reward_func
+from alignment.stages.stage_run import StageRun
+
+
+def run(cfg: DictConfig, trainer_name: str = "grpo") -> dict:
+    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+    config_cls, trainer_cls = (GRPOConfig, GRPOTrainer) if trainer_name == "grpo" else (RLOOConfig, RLOOTrainer)
+
+    class Trainer(SharedPromptEncoding, trainer_cls):
+        prompt_max_length = cfg.data.max_length
+
+    stage = StageRun(cfg)
+    path = resolve_model_path(cfg.model)
+    tokenizer = load_tokenizer(path, cfg.model)
+    policy = load_causal_lm(path, cfg.model)
+    train_ds, _ = prompt_data(cfg, tokenizer, stage)
+    reward = trl_reward_func(reward_function(cfg, tokenizer))
+    reward.__name__ = "reward"
+
+    trainer = Trainer(
+        model=policy,
+        reward_funcs=[reward],
+        args=stage.trainer_args(config_cls),
+        train_dataset=train_ds,
+        processing_class=tokenizer,
+        peft_config=peft_config(cfg.peft),
+    )
+    trainable, total = count_parameters(trainer.model)
+    stage.record({"trainable_params": trainable, "total_params": total})
+
+    stage.measure_oracle(trainer.model, tokenizer, suffix="_before")
+    stage.train(trainer)
+    stage.measure_oracle(trainer.model, tokenizer)
+    stage.save_model(trainer.model, tokenizer)
+    return stage.finish()

@@ -1,0 +1,57 @@
+"""Kahneman-Tversky optimisation with TRL's KTOTrainer, on unpaired data derived from preference pairs.
+
+Each pair gives one desirable row (prompt, chosen) and one undesirable row (prompt, rejected); the pairing is not
+used, so the same stage also suits data that only has thumbs up/down.
+"""
+
+from __future__ import annotations
+
+from datasets import Dataset
+from omegaconf import DictConfig
+
+from alignment.models import count_parameters
+from alignment.stages.inputs import policy_and_reference, preference_data
+from alignment.stages.stage_run import StageRun
+
+
+def unpaired(pairs: Dataset, seed: int) -> Dataset:
+    """Split each encoded pair into a desirable and an undesirable row, shuffled so batches mix both labels."""
+
+    def split(batch: dict) -> dict:
+        prompts = batch["prompt_ids"] * 2
+        completions = batch["chosen_ids"] + batch["rejected_ids"]
+        labels = [True] * len(batch["chosen_ids"]) + [False] * len(batch["rejected_ids"])
+        return {"prompt_ids": prompts, "completion_ids": completions, "label": labels}
+
+    rows = pairs.map(split, batched=True, remove_columns=pairs.column_names)
+    return rows.shuffle(seed=seed)
+
+
+def run(cfg: DictConfig) -> dict:
+    from trl import KTOConfig, KTOTrainer
+
+    stage = StageRun(cfg)
+    tokenizer, policy, reference, adapter = policy_and_reference(cfg)
+    train_pairs, eval_pairs = preference_data(cfg, tokenizer, stage)
+    train_ds = unpaired(train_pairs, cfg.seed)
+    eval_ds = unpaired(eval_pairs, cfg.seed) if eval_pairs is not None else None
+
+    trainer = KTOTrainer(
+        model=policy,
+        ref_model=reference,
+        args=stage.trainer_args(KTOConfig),
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        peft_config=adapter,
+    )
+    trainable, total = count_parameters(trainer.model)
+    stage.record({"trainable_params": trainable, "total_params": total})
+
+    stage.evaluate(trainer, suffix="_before")
+    stage.measure_oracle(trainer.model, tokenizer, suffix="_before")
+    stage.train(trainer)
+    stage.evaluate(trainer)
+    stage.measure_oracle(trainer.model, tokenizer)
+    stage.save_model(trainer.model, tokenizer)
+    return stage.finish()

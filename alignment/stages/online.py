@@ -1,0 +1,46 @@
+"""What the online RL stages (PPO, GRPO, RLOO) share: prompts from the data layer and the reward sources."""
+
+from __future__ import annotations
+
+from datasets import Dataset
+from omegaconf import DictConfig, OmegaConf
+
+from alignment.data import encode_prompt, load_train_eval, tokenize_prompts
+from alignment.rewards import RewardFunction, build_reward_fn
+from alignment.stages.stage_run import StageRun
+
+
+def prompt_data(cfg: DictConfig, tokenizer, stage: StageRun) -> tuple[Dataset, Dataset | None]:
+    """Encoded prompts (``prompt_ids``, plus ``prompt`` and ``oracle`` when present), train and held-out."""
+    train_rows, eval_rows = load_train_eval(cfg.data, kind="prompt", seed=cfg.seed)
+    train, stats = tokenize_prompts(train_rows, tokenizer, max_length=cfg.data.max_length)
+    stage.record({f"data_{k}": v for k, v in stats.items()})
+    held_out = (
+        tokenize_prompts(eval_rows, tokenizer, max_length=cfg.data.max_length)[0] if eval_rows is not None else None
+    )
+    return train, held_out
+
+
+def reward_function(cfg: DictConfig, tokenizer=None) -> RewardFunction:
+    """The weighted reward of ``reward.sources`` (reward model, oracle, ``module:function``)."""
+    return build_reward_fn(OmegaConf.to_container(cfg.reward.sources, resolve=True), tokenizer=tokenizer)
+
+
+def trl_reward_func(reward_fn: RewardFunction):
+    """Adapt our ``reward_fn(prompts, responses, oracle)`` to TRL's ``f(prompts, completions, **columns)``."""
+
+    def reward(prompts, completions, oracle=None, **_):
+        texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+        return reward_fn(prompts, texts, oracle)
+
+    return reward
+
+
+class SharedPromptEncoding:
+    """Mixin for TRL's GRPO/RLOO trainers: prompts are encoded by the shared data layer, not re-templated."""
+
+    prompt_max_length: int | None = None
+
+    def _tokenize_prompts(self, prompts: list):
+        ids = [encode_prompt(self.processing_class, p, max_length=self.prompt_max_length) for p in prompts]
+        return ids, None, {}

@@ -1,0 +1,64 @@
+"""ORPO (odds-ratio preference optimisation, no reference model) with TRL's experimental ORPOTrainer.
+
+TRL's ORPOTrainer tokenises text itself; ``SharedEncodingORPOTrainer`` feeds it the shared data layer's encoding
+instead, so ORPO trains on exactly the tokens and end-of-turn the other stages use.
+"""
+
+from __future__ import annotations
+
+import os
+
+from omegaconf import DictConfig
+
+from alignment.errors import AlignmentError
+from alignment.models import count_parameters
+from alignment.stages.inputs import policy_and_reference, preference_data
+from alignment.stages.stage_run import StageRun
+
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+
+
+def orpo_row(row: dict) -> dict:
+    """The columns ORPOTrainer's collator expects, from one encoded pair."""
+    prompt = row["prompt_ids"]
+    out = {"prompt_input_ids": prompt, "prompt_attention_mask": [1] * len(prompt)}
+    for side in ("chosen", "rejected"):
+        ids = prompt + row[f"{side}_ids"]
+        out[f"{side}_input_ids"] = ids
+        out[f"{side}_attention_mask"] = [1] * len(ids)
+        out[f"{side}_labels"] = [-100] * len(prompt) + row[f"{side}_ids"]
+    return out
+
+
+def run(cfg: DictConfig) -> dict:
+    try:
+        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+    except ImportError as err:
+        raise AlignmentError(f"stage=orpo needs trl.experimental.orpo, which this TRL lacks: {err}") from err
+
+    class SharedEncodingORPOTrainer(ORPOTrainer):
+        def tokenize_row(self, feature, model=None):
+            return orpo_row(feature)
+
+    stage = StageRun(cfg)
+    tokenizer, policy, _, adapter = policy_and_reference(cfg, with_reference=False)
+    train_ds, eval_ds = preference_data(cfg, tokenizer, stage)
+
+    trainer = SharedEncodingORPOTrainer(
+        model=policy,
+        args=stage.trainer_args(ORPOConfig),
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        peft_config=adapter,
+    )
+    trainable, total = count_parameters(trainer.model)
+    stage.record({"trainable_params": trainable, "total_params": total})
+
+    stage.evaluate(trainer, suffix="_before")
+    stage.measure_oracle(trainer.model, tokenizer, suffix="_before")
+    stage.train(trainer)
+    stage.evaluate(trainer)
+    stage.measure_oracle(trainer.model, tokenizer)
+    stage.save_model(trainer.model, tokenizer)
+    return stage.finish()

@@ -1,0 +1,61 @@
+"""Reward modelling with TRL's RewardTrainer: a one-label sequence classifier trained on preference pairs.
+
+Pairwise Bradley-Terry loss; a ``margin`` column in the data adds a margin, and ``trainer.center_rewards_coefficient``
+centres rewards around zero. The saved model is a standard HF sequence-classification model, usable as the reward
+(and value initialisation) for PPO, GRPO and RLOO.
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from alignment.models import (
+    count_parameters,
+    load_sequence_classifier,
+    load_tokenizer,
+    peft_config,
+    resolve_model_path,
+)
+from alignment.stages.inputs import preference_data
+from alignment.stages.stage_run import StageRun
+
+
+def _full_sequences(row: dict) -> dict:
+    """RewardTrainer scores whole sequences: prompt followed by each reply."""
+    return {
+        "chosen_ids": row["prompt_ids"] + row["chosen_ids"],
+        "rejected_ids": row["prompt_ids"] + row["rejected_ids"],
+    }
+
+
+def run(cfg: DictConfig) -> dict:
+    from trl import RewardConfig, RewardTrainer
+
+    stage = StageRun(cfg)
+    path = resolve_model_path(cfg.model)
+    tokenizer = load_tokenizer(path, cfg.model)
+    model = load_sequence_classifier(path, cfg.model, tokenizer)
+
+    train_ds, eval_ds = preference_data(cfg, tokenizer, stage)
+    keep = ["chosen_ids", "rejected_ids"] + (["margin"] if "margin" in train_ds.column_names else [])
+    train_ds = train_ds.map(_full_sequences).select_columns(keep)
+    if eval_ds is not None:
+        eval_ds = eval_ds.map(_full_sequences)
+        eval_ds = eval_ds.select_columns([c for c in keep if c in eval_ds.column_names])
+
+    trainer = RewardTrainer(
+        model=model,
+        args=stage.trainer_args(RewardConfig),
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        peft_config=peft_config(cfg.peft, task_type="SEQ_CLS"),
+    )
+    trainable, total = count_parameters(trainer.model)
+    stage.record({"trainable_params": trainable, "total_params": total})
+
+    stage.evaluate(trainer, suffix="_before")
+    stage.train(trainer)
+    stage.evaluate(trainer)
+    stage.save_model(trainer.model, tokenizer)
+    return stage.finish()
