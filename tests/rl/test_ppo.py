@@ -1,0 +1,205 @@
+"""PPOTrainer end to end on a tiny random Qwen2: learning, reward shaping, determinism, LoRA, errors."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from datasets import Dataset
+from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen2ForSequenceClassification
+
+from alignment.errors import AlignmentError
+from alignment.rl.ppo import PPOSettings, PPOTrainer, settings_from_dict
+from alignment.rl.rollout import response_logprobs
+from alignment.tiny_model import build_tokenizer
+
+STATS = (
+    "score non_score_reward kl entropy policy_clipfrac value_clipfrac value_loss policy_loss approx_kl "
+    "response_length kl_coef episodes time_rollout time_update time_step lr value_lr step"
+).split()
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_tokenizer(["hello world", "the cat sat on the mat", "你好世界", "a b c d", "x y z"] * 20, 300)
+
+
+def config(tok, **extra) -> Qwen2Config:
+    return Qwen2Config(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        **extra,
+    )
+
+
+def models(tok, seed: int = 0):
+    torch.manual_seed(seed)
+    policy = Qwen2ForCausalLM(config(tok))
+    value = Qwen2ForSequenceClassification(config(tok, num_labels=1))
+    return policy, copy.deepcopy(policy), value
+
+
+def dataset(tok) -> Dataset:
+    prompts = [[{"role": "user", "content": t}] for t in ("hi", "the cat", "你好", "a b c", "x y", "hello", "mat")]
+    ids = [tok.apply_chat_template(p, add_generation_prompt=True, return_dict=False) for p in prompts]
+    return Dataset.from_dict({"prompt_ids": ids, "prompt": prompts, "oracle": ["a"] * len(ids)})
+
+
+def share_of_a(prompts, responses, oracle):
+    """Reward: fraction of the response's characters that are the oracle character."""
+    return [sum(c == o for c in r) / max(len(r), 1) for r, o in zip(responses, oracle, strict=True)]
+
+
+def settings(**overrides) -> PPOSettings:
+    base = dict(
+        learning_rate=1e-2,
+        rollout_batch_size=16,
+        mini_batch_size=8,
+        ppo_epochs=2,
+        max_steps=3,
+        max_new_tokens=8,
+        kl_coef=0.01,
+    )
+    return PPOSettings(**(base | overrides))
+
+
+def test_ppo_raises_the_reward_and_logs_every_stat(tok):
+    policy, ref, value = models(tok)
+    before_policy = [p.detach().clone() for p in policy.parameters()]
+    before_value = [p.detach().clone() for p in value.parameters()]
+    seen = []
+    trainer = PPOTrainer(
+        policy,
+        ref,
+        value,
+        tok,
+        share_of_a,
+        dataset(tok),
+        settings(max_steps=30),
+        [tok.eos_token_id],
+        callbacks=seen.append,
+    )
+    final = trainer.train()
+    assert len(trainer.history) == 30 and seen == trainer.history and final == trainer.history[-1]
+    for stats in trainer.history:
+        assert set(STATS) <= set(stats)
+        assert all(math.isfinite(v) for v in stats.values())
+    assert final["episodes"] == 30 * 16
+    scores = [s["score"] for s in trainer.history]
+    assert sum(scores[-5:]) / 5 > sum(scores[:5]) / 5 + 0.3
+    assert trainer.history[-1]["lr"] < trainer.history[0]["lr"]  # linear decay
+    assert any(not torch.equal(a, b) for a, b in zip(before_policy, policy.parameters(), strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(before_value, value.parameters(), strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(before_policy, ref.parameters(), strict=True))
+
+
+def test_rewards_are_score_at_last_token_minus_kl_and_missing_eos_penalty(tok):
+    policy, _, value = models(tok)
+    torch.manual_seed(7)
+    ref = Qwen2ForCausalLM(config(tok))  # a different reference, so the KL term is not zero
+    s = settings(kl_coef=0.1, gamma=1.0, lam=1.0, whiten_advantages=False, missing_eos_penalty=0.5)
+    stop = list(range(3, len(tok), 3))  # a third of the vocabulary stops: a mix of finished and truncated rows
+    trainer = PPOTrainer(policy, ref, value, tok, lambda p, r, o: [2.0] * len(r), dataset(tok), s, stop)
+    batch, stats = trainer._rollout(trainer._next_rows())
+    mask, width, ids = batch["mask"], batch["width"], batch["input_ids"]
+    valid = mask.bool()
+    with torch.no_grad():
+        kl = (batch["logprobs"] - response_logprobs(ref, ids, batch["attention_mask"], width, 1.0)) * mask
+    rows = zip(ids[:, width:], mask, strict=True)
+    finished = torch.tensor([bool(set(r[m.bool()].tolist()) & set(stop)) for r, m in rows])
+    assert finished.any() and not finished.all()
+    score = 2.0 - 0.5 * (~finished).float()
+    # gamma = lam = 1: the return at token t is the score plus all KL penalties from t to the end.
+    to_go = torch.flip(torch.cumsum(torch.flip(-0.1 * kl, [1]), 1), [1])
+    torch.testing.assert_close(batch["returns"][valid], (score[:, None] + to_go)[valid], atol=1e-4, rtol=0)
+    torch.testing.assert_close(batch["advantages"], (batch["returns"] - batch["values"]) * mask, atol=1e-5, rtol=0)
+    assert (batch["returns"][~valid] == 0).all()
+    assert stats["score"] == pytest.approx(2.0)
+    assert stats["kl"] == pytest.approx(kl.sum(1).mean().item(), abs=1e-4)
+    assert stats["non_score_reward"] == pytest.approx(-0.1 * kl.sum(1).mean().item(), abs=1e-4)
+    assert stats["response_length"] == pytest.approx(mask.sum(1).mean().item())
+
+
+def test_training_is_deterministic_given_the_seed(tok):
+    runs = []
+    for _ in range(2):
+        policy, ref, value = models(tok)
+        trainer = PPOTrainer(policy, ref, value, tok, share_of_a, dataset(tok), settings(), [tok.eos_token_id])
+        trainer.train()
+        runs.append([{k: v for k, v in s.items() if not k.startswith("time")} for s in trainer.history])
+    assert runs[0] == runs[1]
+
+
+def test_lora_policy_uses_the_disabled_adapter_as_reference(tok):
+    from peft import LoraConfig, get_peft_model
+
+    policy, _, value = models(tok)
+    policy = get_peft_model(policy, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    value = get_peft_model(value, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"], task_type="SEQ_CLS"))
+    frozen = {n: p.detach().clone() for n, p in policy.named_parameters() if not p.requires_grad}
+    lora = {n: p.detach().clone() for n, p in policy.named_parameters() if p.requires_grad}
+    trainer = PPOTrainer(policy, None, value, tok, share_of_a, dataset(tok), settings(), [tok.eos_token_id])
+    trainer.train()
+    # LoRA B starts at zero, so the first rollout's policy equals the reference; after updates it differs.
+    assert trainer.history[0]["kl"] == pytest.approx(0.0, abs=1e-5)
+    assert abs(trainer.history[-1]["kl"]) > 1e-4
+    params = dict(policy.named_parameters())
+    assert all(torch.equal(p, params[n]) for n, p in frozen.items())
+    assert any(not torch.equal(p, params[n]) for n, p in lora.items())
+
+
+def test_accumulation_adaptive_kl_k3_entropy_and_reward_whitening_run(tok):
+    policy, ref, value = models(tok)
+    s = settings(
+        gradient_accumulation_steps=2,
+        adaptive_kl=True,
+        kl_target=0.01,
+        kl_horizon=100,
+        kl_estimator="k3",
+        entropy_coef=0.01,
+        whiten_rewards=True,
+        value_learning_rate=1e-3,
+        lr_scheduler_type="constant",
+        forward_batch_size=5,
+    )
+    trainer = PPOTrainer(policy, ref, value, tok, share_of_a, dataset(tok), s, [tok.eos_token_id])
+    trainer.train()
+    history = trainer.history
+    assert all(math.isfinite(v) for stats in history for v in stats.values())
+    assert history[0]["kl_coef"] == 0.01 and history[-1]["kl_coef"] != 0.01  # adapted towards the target
+    assert {h["lr"] for h in history} == {1e-2} and {h["value_lr"] for h in history} == {1e-3}
+
+
+def test_errors_a_user_can_fix(tok):
+    from accelerate import Accelerator
+
+    policy, ref, value = models(tok)
+    data, stop = dataset(tok), [tok.eos_token_id]
+    with pytest.raises(AlignmentError, match="mini_batch_size"):
+        settings(mini_batch_size=5).validate()
+    with pytest.raises(AlignmentError, match="kl_estimator"):
+        settings(kl_estimator="k9").validate()
+    with pytest.raises(AlignmentError, match="unknown ppo setting"):
+        settings_from_dict({"learning_rat": 1.0})
+    with pytest.raises(AlignmentError, match="peft"):
+        PPOTrainer(policy, None, value, tok, share_of_a, data, settings(), stop)
+    with pytest.raises(AlignmentError, match="score head"):
+        PPOTrainer(policy, ref, Qwen2ForCausalLM(config(tok)), tok, share_of_a, data, settings(), stop)
+    with pytest.raises(AlignmentError, match="prompt_ids"):
+        PPOTrainer(policy, ref, value, tok, share_of_a, data.remove_columns("prompt_ids"), settings(), stop)
+    with pytest.raises(AlignmentError, match="gradient_accumulation_steps"):
+        PPOTrainer(
+            policy, ref, value, tok, share_of_a, data, settings(), stop, Accelerator(gradient_accumulation_steps=4)
+        )
+    trainer = PPOTrainer(policy, ref, value, tok, lambda p, r, o: [1.0], data, settings(), stop)
+    with pytest.raises(AlignmentError, match="16 finite floats"):
+        trainer.train()
