@@ -178,8 +178,8 @@ def score_chat(spec: Mapping[str, Any], reply: str) -> float:
         value = 1.0 if count <= limit else max(0.0, 1.0 - (count - limit) / limit)
     elif rule == "keyword":
         value = 1.0 if has_keyword(reply, spec["keyword"]) else 0.0
-    else:
-        raise AlignmentError(f"oracle: unknown chat rule {rule!r} in {dict(spec)}; use one of {CHAT_RULES}.")
+    else:  # _check only lets the four rules through
+        raise AssertionError(rule)
     # An (almost) empty reply obeys every rule; it must not be the easy way to a full score.
     return value * min(1.0, units(reply) / 3)
 
@@ -206,6 +206,18 @@ def _parse(oracle: str) -> dict[str, Any] | None:
     return _check(spec)
 
 
+# Fields each spec needs, checked once when it is parsed so a bad row fails loudly, not as a silent 0.0.
+_FIELDS = {
+    "identity": {},
+    "arithmetic": {"answer": int},
+    "sentiment": {"polarity": ("positive", "negative")},
+    "language": {"lang": ("en", "zh")},
+    "start_name": {"name": str},
+    "max_words": {"n": int},
+    "keyword": {"keyword": str},
+}
+
+
 def _check(spec: Any) -> dict[str, Any] | None:
     if spec is None:
         return None
@@ -213,6 +225,18 @@ def _check(spec: Any) -> dict[str, Any] | None:
         raise AlignmentError(
             f"oracle: {spec!r} has no known 'task'; expected a JSON object whose 'task' is one of {TASKS}."
         )
+    kind = spec["task"] if spec["task"] != "chat" else spec.get("rule")
+    if kind not in _FIELDS:
+        raise AlignmentError(f"oracle: unknown chat rule {kind!r} in {dict(spec)}; use one of {CHAT_RULES}.")
+    for field, allowed in _FIELDS[kind].items():
+        value = spec.get(field)
+        ok = value in allowed if isinstance(allowed, tuple) else isinstance(value, allowed) and value != ""
+        if not ok or isinstance(value, bool):
+            want = f"one of {allowed}" if isinstance(allowed, tuple) else f"a non-empty {allowed.__name__}"
+            raise AlignmentError(
+                f"oracle: {dict(spec)} has a missing or bad field {field!r} (must be {want}); "
+                "see data/README.md for each task's fields."
+            )
     return dict(spec)
 
 
@@ -236,12 +260,7 @@ def score(oracle: str | Mapping[str, Any] | None, response: str | Sequence[Mappi
     spec = _spec(oracle)
     if spec is None:
         return None
-    try:
-        return float(_SCORERS[spec["task"]](spec, clean_reply(response)))
-    except (KeyError, TypeError, ValueError) as err:
-        raise AlignmentError(
-            f"oracle: {spec!r} is missing or has a bad field ({err!r}); see data/README.md for each task's fields."
-        ) from None
+    return float(_SCORERS[spec["task"]](spec, clean_reply(response)))
 
 
 def score_batch(
