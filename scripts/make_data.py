@@ -287,7 +287,8 @@ def make_row(rng: random.Random, family: str, kind: str, pools: Pools) -> dict:
     if kind == "prompts":
         return {"prompt": prompt, **common}
     rejected = turn.replies[weighted(rng, REJECTED[family])]
-    assert rejected != turn.replies["good"], turn
+    if rejected == turn.replies["good"]:  # a template bug: the pair would teach nothing
+        raise RuntimeError(f"rejected equals chosen for {turn}")
     return {
         "prompt": prompt,
         "chosen": [{"role": "assistant", "content": turn.replies["good"]}],
