@@ -11,6 +11,7 @@ from datasets import Dataset
 from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen2ForSequenceClassification
 
 from alignment.errors import AlignmentError
+from alignment.rewards import RewardFunction
 from alignment.rl.ppo import PPOSettings, PPOTrainer, settings_from_dict
 from alignment.rl.rollout import response_logprobs
 from alignment.tiny_model import build_tokenizer
@@ -171,9 +172,11 @@ def test_accumulation_adaptive_kl_k3_entropy_and_reward_whitening_run(tok):
         lr_scheduler_type="constant",
         forward_batch_size=5,
     )
-    trainer = PPOTrainer(policy, ref, value, tok, share_of_a, dataset(tok), s, [tok.eos_token_id])
+    reward_fn = RewardFunction([("share", 1.0, share_of_a)])
+    trainer = PPOTrainer(policy, ref, value, tok, reward_fn, dataset(tok), s, [tok.eos_token_id])
     trainer.train()
     history = trainer.history
+    assert all(h["score/share"] == h["score"] for h in history)  # per-source scores of a RewardFunction
     assert all(math.isfinite(v) for stats in history for v in stats.values())
     assert history[0]["kl_coef"] == 0.01 and history[-1]["kl_coef"] != 0.01  # adapted towards the target
     assert {h["lr"] for h in history} == {1e-2} and {h["value_lr"] for h in history} == {1e-3}

@@ -1,0 +1,209 @@
+"""Reward sources for online RL (PPO, GRPO, RLOO): reward models, task oracles and user functions, weighted.
+
+``build_reward_fn(spec)`` turns a list like ``[{"type": "model", "path": "runs/rm", "weight": 1.0},
+{"type": "oracle", "weight": 0.5}]`` into one callable ``reward_fn(prompts, responses, oracle) -> list[float]``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+from alignment.errors import AlignmentError
+
+SOURCE_TYPES = ("model", "oracle", "function")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+_KEYS = {"type", "path", "name", "weight", "batch_size", "max_length"}
+Scorer = Callable[[list | None, list[str], list], list[float]]
+
+
+class RewardFunction:
+    """Weighted sum of reward sources; ``last_scores`` keeps each source's raw scores from the latest call."""
+
+    def __init__(self, sources: Sequence[tuple[str, float, Scorer]]) -> None:
+        self.sources = list(sources)
+        self.last_scores: dict[str, list[float]] = {}
+
+    def __call__(self, prompts: list | None, responses: list[str], oracle: list | None = None) -> list[float]:
+        """Score each response: ``sum(weight * source(prompts, responses, oracle))``."""
+        n = len(responses)
+        oracle = list(oracle) if oracle is not None else [None] * n
+        total = [0.0] * n
+        self.last_scores = {}
+        for name, weight, source in self.sources:
+            scores = [float(x) for x in source(prompts, responses, oracle)]
+            if len(scores) != n:
+                raise AlignmentError(f"reward source {name!r} returned {len(scores)} scores for {n} responses")
+            self.last_scores[name] = scores
+            total = [t + weight * x for t, x in zip(total, scores, strict=True)]
+        return total
+
+
+def build_reward_fn(spec, tokenizer=None, device: str | torch.device | None = None) -> RewardFunction:
+    """Build the weighted reward callable from a list of ``{"type", "path"|"name", "weight"}`` entries.
+
+    ``tokenizer`` is only a fallback for a reward model folder without its own tokenizer; ``device`` is where reward
+    models run (default: CUDA if available, else CPU).
+    """
+    entries = [spec] if isinstance(spec, Mapping) else list(spec or [])
+    if not entries:
+        raise AlignmentError("no reward source given: set e.g. `reward: [{type: model, path: <reward model dir>}]`")
+    sources: list[tuple[str, float, Scorer]] = []
+    for i, entry in enumerate(entries):
+        where = f"reward source #{i} ({dict(entry) if isinstance(entry, Mapping) else entry!r})"
+        if not isinstance(entry, Mapping):
+            raise AlignmentError(f"{where}: each reward source must be a mapping with a `type` key")
+        entry = dict(entry)
+        unknown = sorted(set(entry) - _KEYS)
+        if unknown:
+            raise AlignmentError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(_KEYS)}")
+        kind = entry.get("type")
+        target = entry.get("path") or entry.get("name")
+        try:
+            weight = float(entry.get("weight", 1.0))
+        except (TypeError, ValueError):
+            raise AlignmentError(f"{where}: `weight` must be a number") from None
+        if kind == "model":
+            if not target:
+                raise AlignmentError(f"{where}: a model source needs `path`, the reward model folder")
+            scorer: Scorer = ModelReward(
+                target, tokenizer, device, batch_size=entry.get("batch_size", 8), max_length=entry.get("max_length")
+            )
+            name = f"model:{Path(str(target)).name}"
+        elif kind == "oracle":
+            scorer, name = oracle_reward, "oracle"
+        elif kind == "function":
+            if not target:
+                raise AlignmentError(f"{where}: a function source needs `name`: 'package.module:function'")
+            scorer, name = function_reward(str(target)), f"function:{target}"
+        else:
+            raise AlignmentError(f"{where}: unknown `type` {kind!r}; use one of {', '.join(SOURCE_TYPES)}")
+        taken = {s[0] for s in sources}
+        unique, k = name, 2
+        while unique in taken:
+            unique, k = f"{name}#{k}", k + 1
+        sources.append((unique, weight, scorer))
+    return RewardFunction(sources)
+
+
+def oracle_reward(prompts: list | None, responses: list[str], oracle: list) -> list[float]:
+    """Score responses with the task oracle of each row (``alignment.data.oracle.score_batch``)."""
+    try:
+        from alignment.data.oracle import score_batch
+    except ImportError as err:
+        raise AlignmentError(f"oracle rewards need alignment.data.oracle, which failed to import: {err}") from err
+    scores = score_batch(list(oracle), list(responses))
+    missing = [i for i, s in enumerate(scores) if s is None]
+    if missing:
+        raise AlignmentError(
+            f"the oracle reward cannot score rows {missing[:5]}: they have no (or an unknown) `oracle`; use a "
+            "prompt dataset with an `oracle` column, or another reward source"
+        )
+    return [float(s) for s in scores]
+
+
+def function_reward(target: str) -> Scorer:
+    """Import ``'module:function'`` (or ``'path/to/file.py:function'``) and wrap it as a scorer."""
+    module_name, _, attr = target.rpartition(":")
+    if not module_name or not attr:
+        raise AlignmentError(f"reward function {target!r} must look like 'package.module:function'")
+    try:
+        if module_name.endswith(".py"):
+            spec = importlib.util.spec_from_file_location(Path(module_name).stem, module_name)
+            if spec is None or spec.loader is None or not Path(module_name).is_file():
+                raise ImportError(f"no file {module_name}")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+        fn = getattr(module, attr)
+    except (ImportError, AttributeError) as err:
+        raise AlignmentError(
+            f"cannot import reward function {target!r}: {err}; check the module is importable (on PYTHONPATH or "
+            "a .py path) and defines that function"
+        ) from err
+    if not callable(fn):
+        raise AlignmentError(f"reward function {target!r} is not callable")
+
+    def scorer(prompts: list | None, responses: list[str], oracle: list) -> list[float]:
+        return list(fn(prompts=prompts, responses=responses, oracle=oracle))
+
+    return scorer
+
+
+class ModelReward:
+    """A sequence-classification reward model scoring ``prompt + response`` rendered with its own chat template."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        tokenizer=None,
+        device: str | torch.device | None = None,
+        batch_size: int = 8,
+        max_length: int | None = None,
+    ) -> None:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        path = Path(path)
+        if not path.is_dir():
+            raise AlignmentError(f"reward model folder {str(path)!r} does not exist; train one with stage=rm first")
+        # Check the files: transformers 5 happily builds an empty tokenizer from config.json alone.
+        if any((path / name).is_file() for name in _TOKENIZER_FILES):
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+        elif tokenizer is not None:
+            self.tokenizer = tokenizer
+        else:
+            raise AlignmentError(f"reward model folder {str(path)!r} has no tokenizer files and none was passed")
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise AlignmentError(f"the tokenizer of reward model {str(path)!r} has no chat template to render prompts")
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = AutoModelForSequenceClassification.from_pretrained(path).to(self.device).eval()
+        if self.model.config.num_labels != 1:
+            raise AlignmentError(f"reward model {str(path)!r} has num_labels={self.model.config.num_labels}; need 1")
+        pad = self.tokenizer.pad_token_id
+        self.pad_token_id = pad if pad is not None else self.tokenizer.eos_token_id
+        self.batch_size, self.max_length = int(batch_size), max_length
+
+    def encode(self, messages: list[dict]) -> list[int]:
+        """Token ids of a conversation, via ``alignment.data.encode_chat`` when available."""
+        try:
+            from alignment.data import encode_chat
+        except ImportError:
+            ids = self.tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False)
+            return list(ids)[-self.max_length :] if self.max_length else list(ids)
+        return list(encode_chat(self.tokenizer, messages, max_length=self.max_length)["input_ids"])
+
+    @torch.no_grad()
+    def __call__(self, prompts: list | None, responses: list[str], oracle: list | None = None) -> list[float]:
+        """Score each ``(prompt messages, response)`` pair, ``batch_size`` at a time."""
+        from alignment.rl.ops import last_token_index
+        from alignment.rl.rollout import token_scores
+
+        if prompts is None:
+            raise AlignmentError("a reward model needs the prompts: give the dataset a `prompt` column of messages")
+        if len(prompts) != len(responses):
+            raise AlignmentError(f"got {len(prompts)} prompts for {len(responses)} responses; they must pair up")
+        pairs = zip(prompts, responses, strict=True)
+        rows = [self.encode(list(p) + [{"role": "assistant", "content": r}]) for p, r in pairs]
+        scores: list[float] = []
+        for start in range(0, len(rows), self.batch_size):
+            chunk = rows[start : start + self.batch_size]
+            width = max(len(r) for r in chunk)
+            ids = torch.full((len(chunk), width), self.pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for i, row in enumerate(chunk):  # right padding: the score is read at each row's last real token
+                ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+                mask[i, : len(row)] = 1
+            ids, mask = ids.to(self.device), mask.to(self.device)
+            try:
+                per_token = token_scores(self.model, ids, mask)
+                picked = per_token[torch.arange(len(chunk), device=self.device), last_token_index(mask)]
+            except AlignmentError:  # no `score` head: trust the model's own pooling
+                self.model.config.pad_token_id = self.pad_token_id
+                picked = self.model(input_ids=ids, attention_mask=mask).logits[:, 0].float()
+            scores.extend(picked.tolist())
+        return scores

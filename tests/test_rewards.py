@@ -1,0 +1,144 @@
+"""Reward sources: user functions, the task oracle, a reward model folder, and their weighted sum."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoTokenizer, Qwen2Config, Qwen2ForSequenceClassification
+
+from alignment.data import encode_chat
+from alignment.errors import AlignmentError
+from alignment.rewards import build_reward_fn
+from alignment.tiny_model import build_tokenizer
+
+ARITH = '{"task": "arithmetic", "answer": 14}'
+MODULE = """
+def length(prompts, responses, oracle):
+    return [float(len(r)) for r in responses]
+
+def has_prompt(prompts, responses, oracle):
+    return [1.0 if p else 0.0 for p in prompts]
+
+NOT_CALLABLE = 3
+"""
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    (tmp_path / "my_rewards.py").write_text(MODULE, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path / "my_rewards.py"
+
+
+def test_weighted_sum_of_functions_and_oracle(user_module):
+    reward_fn = build_reward_fn(
+        [
+            {"type": "function", "name": "my_rewards:length", "weight": 0.5},
+            {"type": "function", "path": f"{user_module}:length", "weight": -0.25},
+            {"type": "oracle", "weight": 2.0},
+        ]
+    )
+    prompts = [[{"role": "user", "content": "6 + 8?"}], [{"role": "user", "content": "请算一下6 + 8。"}]]
+    responses = ["The answer is 14.", "答案是15"]  # lengths 17 and 5; oracle scores 1 and 0
+    scores = reward_fn(prompts, responses, [ARITH, ARITH])
+    # 0.5 * len - 0.25 * len + 2 * oracle: 0.25 * 17 + 2 = 6.25; 0.25 * 5 + 0 = 1.25
+    assert scores == pytest.approx([6.25, 1.25])
+    assert reward_fn.last_scores == {
+        "function:my_rewards:length": [17.0, 5.0],
+        f"function:{user_module}:length": [17.0, 5.0],
+        "oracle": [1.0, 0.0],
+    }
+
+
+def test_function_source_gets_keyword_arguments_and_a_single_mapping_spec_works(user_module):
+    reward_fn = build_reward_fn({"type": "function", "name": "my_rewards:has_prompt"})
+    assert reward_fn([[{"role": "user", "content": "hi"}], []], ["a", "b"], None) == [1.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"type": "function", "name": "no_such_module_xyz:fn"}, "cannot import"),
+        ({"type": "function", "name": "my_rewards:missing"}, "cannot import"),
+        ({"type": "function", "name": "my_rewards:NOT_CALLABLE"}, "not callable"),
+        ({"type": "function", "name": "just_a_name"}, "module:function"),
+        ({"type": "function", "name": "/nowhere/file.py:fn"}, "cannot import"),
+        ({"type": "function"}, "needs `name`"),
+        ({"type": "model"}, "needs `path`"),
+        ({"type": "model", "path": "/nowhere/rm"}, "does not exist"),
+        ({"type": "judge", "name": "x"}, "unknown `type`"),
+        ({"type": "oracle", "wieght": 1.0}, "unknown key"),
+        ({"type": "oracle", "weight": "heavy"}, "weight"),
+        ([], "no reward source"),
+    ],
+)
+def test_spec_errors_say_what_to_fix(user_module, spec, message):
+    with pytest.raises(AlignmentError, match=message):
+        build_reward_fn(spec)
+
+
+def test_oracle_without_an_oracle_column_is_an_error():
+    reward_fn = build_reward_fn([{"type": "oracle"}])
+    with pytest.raises(AlignmentError, match="oracle"):
+        reward_fn(None, ["14", "14"], [ARITH, None])
+
+
+def test_source_returning_the_wrong_number_of_scores_is_an_error(user_module):
+    reward_fn = build_reward_fn([{"type": "function", "name": "my_rewards:has_prompt"}])
+    with pytest.raises(AlignmentError, match="1 scores for 2"):
+        reward_fn([[{"role": "user", "content": "x"}]], ["a", "b"], None)
+
+
+@pytest.fixture(scope="module")
+def reward_model_dir(tmp_path_factory):
+    tok = build_tokenizer(["hello world", "the answer is 14", "你好世界，答案是十四"] * 20, vocab_size=300)
+    config = Qwen2Config(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_labels=1,
+        pad_token_id=tok.pad_token_id,
+    )
+    torch.manual_seed(0)
+    model = Qwen2ForSequenceClassification(config)
+    path = tmp_path_factory.mktemp("rm")
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path, model.eval(), tok
+
+
+def test_model_source_scores_each_pair_as_the_model_does_unbatched(reward_model_dir):
+    path, model, _ = reward_model_dir
+    reward_fn = build_reward_fn([{"type": "model", "path": str(path), "weight": 3.0, "batch_size": 2}], device="cpu")
+    prompts = [
+        [{"role": "user", "content": "6 + 8?"}],
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "你好"}],
+        [{"role": "user", "content": "hello"}],
+    ]
+    responses = ["The answer is 14, of course.", "你好世界", ""]
+    scores = reward_fn(prompts, responses, [None] * 3)
+    # The folder's own tokenizer as transformers loads it (next to a qwen2 config.json that is Qwen2Tokenizer, whose
+    # pre-tokenizer differs from the in-memory one built above).
+    rm_tok = AutoTokenizer.from_pretrained(path)
+    expected = []
+    with torch.no_grad():  # one row at a time, no padding at all
+        for p, r in zip(prompts, responses, strict=True):
+            ids = encode_chat(rm_tok, p + [{"role": "assistant", "content": r}])["input_ids"]
+            expected.append(model(input_ids=torch.tensor([ids])).logits[0, 0].item())
+    assert reward_fn.last_scores[f"model:{path.name}"] == pytest.approx(expected, abs=1e-5)
+    assert scores == pytest.approx([3.0 * x for x in expected], abs=1e-5)
+    assert len(set(expected)) == 3  # the rows really differ, so a mix-up of rows would show
+    with pytest.raises(AlignmentError, match="prompt"):
+        reward_fn(None, responses, [None] * 3)
+
+
+def test_model_folder_without_tokenizer_uses_the_one_passed(reward_model_dir, tmp_path):
+    path, model, tok = reward_model_dir
+    model.save_pretrained(tmp_path)
+    with pytest.raises(AlignmentError, match="no tokenizer"):
+        build_reward_fn([{"type": "model", "path": str(tmp_path)}], device="cpu")
+    reward_fn = build_reward_fn([{"type": "model", "path": str(tmp_path)}], tokenizer=tok, device="cpu")
+    assert len(reward_fn([[{"role": "user", "content": "hi"}]], ["hello"], [None])) == 1
