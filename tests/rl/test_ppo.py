@@ -176,7 +176,7 @@ def test_accumulation_adaptive_kl_k3_entropy_and_reward_whitening_run(tok):
     trainer = PPOTrainer(policy, ref, value, tok, reward_fn, dataset(tok), s, [tok.eos_token_id])
     trainer.train()
     history = trainer.history
-    assert all(h["score/share"] == h["score"] for h in history)  # per-source scores of a RewardFunction
+    assert [h["score/share"] for h in history] == pytest.approx([h["score"] for h in history])  # per source
     assert all(math.isfinite(v) for stats in history for v in stats.values())
     assert history[0]["kl_coef"] == 0.01 and history[-1]["kl_coef"] != 0.01  # adapted towards the target
     assert {h["lr"] for h in history} == {1e-2} and {h["value_lr"] for h in history} == {1e-3}
