@@ -39,25 +39,12 @@ TRAIN_ON = ("assistant", "last_assistant", "all")
 # Private-use characters: no template writes them, so a diff against a render with this content is exact.
 _SENTINEL = "\ue000alignment-sentinel\ue001"
 _PROBE = [
-    {"role": "user", "content": "Hello"},
-    {"role": "assistant", "content": "Hi there"},
+    {"role": "user", "content": "Hi"},
+    {"role": "assistant", "content": "Hello!"},
     {"role": "user", "content": "Bye"},
 ]
-
-__all__ = [
-    "IGNORE_INDEX",
-    "EncodeInfo",
-    "PreferenceInfo",
-    "encode_chat",
-    "encode_chat_with_info",
-    "encode_preference",
-    "encode_preference_with_info",
-    "encode_prompt",
-    "tokenize_preference",
-    "tokenize_prompts",
-    "tokenize_sft",
-    "turn_end_token_ids",
-]
+# A conversation (list of {"role", "content"} dicts); a plain string stands for one message (see each function).
+Messages = list[dict] | str
 
 
 @dataclass(frozen=True)
@@ -174,11 +161,8 @@ def _turn_end(tokenizer) -> _TurnEnd:
     characters, keeps Phi-3's ``<|end|>\\n<|endoftext|>`` from matching a following ``<|user|>`` on ``<|``.
     """
     key = (str(tokenizer.chat_template), tokenizer.eos_token, tokenizer.bos_token)
-    try:
-        cached = _TURN_END_CACHE.get(tokenizer)
-    except TypeError:  # unhashable tokenizer class: no caching
-        cached = None
-    if cached and cached[0] == key:
+    cached = _TURN_END_CACHE.get(tokenizer)
+    if cached and cached[0] == key:  # cached per tokenizer, and redone if its template or special tokens change
         return cached[1]
     try:
         suffixes = []
@@ -192,10 +176,7 @@ def _turn_end(tokenizer) -> _TurnEnd:
     except AlignmentError:  # the template refuses even a plain user/assistant/user probe
         text, gen_prompt = tokenizer.eos_token or "", True
     result = _TurnEnd(text, tuple(_tokenize(tokenizer, text)[0]) if text else (), gen_prompt)
-    try:
-        _TURN_END_CACHE[tokenizer] = (key, result)
-    except TypeError:
-        pass
+    _TURN_END_CACHE[tokenizer] = (key, result)
     return result
 
 
@@ -269,12 +250,16 @@ def _warn_dropped_system(tokenizer, messages: list[dict], full: str) -> None:
 # Public encoders
 
 
+def _check_train_on(train_on: str) -> None:
+    if train_on not in TRAIN_ON:
+        raise AlignmentError(f"train_on must be one of {', '.join(TRAIN_ON)} (got {train_on!r}); fix `train_on`")
+
+
 def encode_chat_with_info(
     tokenizer, messages: list[dict], max_length: int | None = None, train_on: str = "assistant"
 ) -> tuple[dict[str, list[int]], EncodeInfo]:
     """Like :func:`encode_chat`, also saying whether ``max_length`` cut the sequence and how many tokens train."""
-    if train_on not in TRAIN_ON:
-        raise AlignmentError(f"train_on must be one of {', '.join(TRAIN_ON)} (got {train_on!r}); fix `train_on`")
+    _check_train_on(train_on)
     messages = _as_messages(messages, "user", "messages")
     full = _render(tokenizer, messages, gen=False)
     _warn_dropped_system(tokenizer, messages, full)
@@ -304,7 +289,7 @@ def encode_chat(
     return encode_chat_with_info(tokenizer, messages, max_length, train_on)[0]
 
 
-def encode_prompt(tokenizer, prompt: list[dict] | str, max_length: int | None = None) -> list[int]:
+def encode_prompt(tokenizer, prompt: Messages, max_length: int | None = None) -> list[int]:
     """Prompt tokens ending with the generation prompt, for rollouts; ``max_length`` keeps the last tokens."""
     return _encode_prompt(tokenizer, prompt, max_length)[0]
 
@@ -334,11 +319,7 @@ def _completion_tokens(tokenizer, prompt: list[dict], completion) -> tuple[list[
 
 
 def encode_preference_with_info(
-    tokenizer,
-    prompt: list[dict] | str,
-    chosen: list[dict] | str,
-    rejected: list[dict] | str,
-    max_length: int | None = None,
+    tokenizer, prompt: Messages, chosen: Messages, rejected: Messages, max_length: int | None = None
 ) -> tuple[dict[str, list[int]], PreferenceInfo]:
     """Like :func:`encode_preference`, also saying whether truncation happened and the lengths left."""
     prompt_msgs = _as_messages(prompt, "user", "prompt")
@@ -360,17 +341,16 @@ def encode_preference_with_info(
 
 
 def encode_preference(
-    tokenizer,
-    prompt: list[dict] | str,
-    chosen: list[dict] | str,
-    rejected: list[dict] | str,
-    max_length: int | None = None,
+    tokenizer, prompt: Messages, chosen: Messages, rejected: Messages, max_length: int | None = None
 ) -> dict[str, list[int]]:
     """Prompt and completion token ids of a preference pair; ``prompt_ids + chosen_ids`` is the full render.
 
-    ``prompt_ids`` end with the generation prompt; each completion runs through the end-of-turn token(s) of its last
-    assistant turn, without the whitespace after. ``max_length`` bounds prompt + longer completion: the prompt is
-    cut from the left first (keeping its end), then the completions from the right.
+    A string prompt is one user message, a string completion one assistant message. ``prompt_ids`` end with the
+    generation prompt; each completion runs through the end-of-turn token(s) of its last assistant turn, without the
+    whitespace after. Where BPE merges a token across the prompt/completion boundary (Llama 3's ``\n\n``), that
+    token goes to the completions, so ``prompt_ids`` stays common to both and ``prompt_ids + chosen_ids`` stays the
+    full render's tokens. ``max_length`` bounds prompt + longer completion: the prompt is cut from the left first
+    (keeping its end), then the completions from the right.
     """
     return encode_preference_with_info(tokenizer, prompt, chosen, rejected, max_length)[0]
 
@@ -389,23 +369,36 @@ def turn_end_token_ids(tokenizer) -> list[int]:
 # Dataset helpers: map with a progress bar, then drop and count the rows that cannot be trained on
 
 
-def _require_columns(dataset, columns: list[str], what: str) -> None:
-    missing = [c for c in columns if c not in dataset.column_names]
+_DROPPED = {
+    "dropped_no_trainable_tokens": "rows with nothing to train",
+    "dropped_too_long": "pairs whose prompt was truncated away",
+    "dropped_empty": "empty prompts",
+}
+
+
+def _map_and_drop(dataset, what: str, needs: list[str], keep: tuple[str, ...], encode, num_proc, drop_reason: str):
+    """Run ``encode(row) -> (columns, truncated, usable)`` over the rows; rows with ``usable == 0`` are dropped."""
+    missing = [c for c in needs if c not in dataset.column_names]
     if missing:
         raise AlignmentError(
-            f"{what} needs column(s) {missing}, the dataset has {dataset.column_names}; load it through"
+            f"{what} tokenization needs column(s) {missing}, the dataset has {dataset.column_names}; load it through"
             " alignment.data.load_dataset so rows are converted to the canonical format"
         )
 
+    def row_fn(row: dict, idx: int) -> dict:
+        try:
+            columns, truncated, usable = encode(row)
+        except AlignmentError as err:  # say which row, the message says what is wrong with it
+            raise AlignmentError(f"{what} dataset, row {idx}: {err}") from None
+        return {**columns, "_truncated": truncated, "_usable": usable}
 
-def _row_error(what: str, idx: int, err: AlignmentError) -> AlignmentError:
-    return AlignmentError(f"{what} dataset, row {idx}: {err}")
-
-
-def _finish(mapped: Dataset, keep_column: str, num_proc: int | None, desc: str) -> tuple[Dataset, int, int]:
-    truncated = sum(mapped["_truncated"])
-    kept = mapped.filter(lambda n: n > 0, input_columns=keep_column, num_proc=num_proc, desc=desc)
-    return kept.remove_columns(["_truncated", keep_column]), truncated, len(kept)
+    drop = [c for c in dataset.column_names if c not in keep]
+    mapped = dataset.map(row_fn, with_indices=True, remove_columns=drop, num_proc=num_proc, desc=f"Tokenizing {what}")
+    desc = "Dropping " + _DROPPED[drop_reason]
+    kept = mapped.filter(lambda n: n > 0, input_columns="_usable", num_proc=num_proc, desc=desc)
+    n = len(dataset)
+    stats = {"rows": n, "kept": len(kept), "truncated": sum(mapped["_truncated"]), drop_reason: n - len(kept)}
+    return kept.remove_columns(["_truncated", "_usable"]), stats
 
 
 def tokenize_sft(
@@ -420,23 +413,13 @@ def tokenize_sft(
     Stats: ``rows`` in, ``kept``, ``truncated`` (rows cut at ``max_length``, kept or not) and
     ``dropped_no_trainable_tokens``.
     """
-    if train_on not in TRAIN_ON:
-        raise AlignmentError(f"train_on must be one of {', '.join(TRAIN_ON)} (got {train_on!r}); fix `train_on`")
-    _require_columns(dataset, ["messages"], "SFT tokenization")
+    _check_train_on(train_on)
 
-    def encode(row: dict, idx: int) -> dict:
-        try:
-            enc, info = encode_chat_with_info(tokenizer, row["messages"], max_length, train_on)
-        except AlignmentError as err:
-            raise _row_error("SFT", idx, err) from None
-        return {**enc, "_truncated": info.truncated, "_trainable": info.trainable}
+    def encode(row: dict):
+        enc, info = encode_chat_with_info(tokenizer, row["messages"], max_length, train_on)
+        return enc, info.truncated, info.trainable
 
-    mapped = dataset.map(
-        encode, with_indices=True, remove_columns=dataset.column_names, num_proc=num_proc, desc="Tokenizing chats"
-    )
-    out, truncated, kept = _finish(mapped, "_trainable", num_proc, "Dropping rows with nothing to train")
-    n = len(dataset)
-    return out, {"rows": n, "kept": kept, "truncated": truncated, "dropped_no_trainable_tokens": n - kept}
+    return _map_and_drop(dataset, "SFT", ["messages"], (), encode, num_proc, "dropped_no_trainable_tokens")
 
 
 def tokenize_preference(
@@ -444,27 +427,15 @@ def tokenize_preference(
 ) -> tuple[Dataset, dict[str, int]]:
     """Encode ``prompt``/``chosen``/``rejected`` into ``prompt_ids``/``chosen_ids``/``rejected_ids`` (+ ``oracle``).
 
-    Rows whose prompt or a completion is truncated away entirely are dropped (``dropped_too_long``).
+    Stats: ``rows``, ``kept``, ``truncated`` and ``dropped_too_long``: pairs whose prompt was truncated away.
     """
-    _require_columns(dataset, ["prompt", "chosen", "rejected"], "preference tokenization")
 
-    def encode(row: dict, idx: int) -> dict:
-        try:
-            enc, info = encode_preference_with_info(
-                tokenizer, row["prompt"], row["chosen"], row["rejected"], max_length
-            )
-        except AlignmentError as err:
-            raise _row_error("preference", idx, err) from None
-        usable = min(info.prompt_tokens, info.chosen_tokens, info.rejected_tokens)
-        return {**enc, "_truncated": info.truncated, "_usable": usable}
+    def encode(row: dict):
+        enc, info = encode_preference_with_info(tokenizer, row["prompt"], row["chosen"], row["rejected"], max_length)
+        return enc, info.truncated, min(info.prompt_tokens, info.chosen_tokens, info.rejected_tokens)
 
-    drop = [c for c in dataset.column_names if c != "oracle"]
-    mapped = dataset.map(
-        encode, with_indices=True, remove_columns=drop, num_proc=num_proc, desc="Tokenizing preference pairs"
-    )
-    out, truncated, kept = _finish(mapped, "_usable", num_proc, "Dropping pairs truncated away")
-    n = len(dataset)
-    return out, {"rows": n, "kept": kept, "truncated": truncated, "dropped_too_long": n - kept}
+    needs = ["prompt", "chosen", "rejected"]
+    return _map_and_drop(dataset, "preference", needs, ("oracle",), encode, num_proc, "dropped_too_long")
 
 
 def tokenize_prompts(
@@ -472,19 +443,12 @@ def tokenize_prompts(
 ) -> tuple[Dataset, dict[str, int]]:
     """Encode ``prompt`` (messages or a string) into ``prompt_ids`` with the generation prompt, for PPO/GRPO.
 
-    ``prompt`` and ``oracle`` columns are kept; ``max_length`` keeps the last tokens of a prompt.
+    ``prompt`` and ``oracle`` columns are kept; ``max_length`` keeps the last tokens of a prompt. Stats: ``rows``,
+    ``kept``, ``truncated``, ``dropped_empty``.
     """
-    _require_columns(dataset, ["prompt"], "prompt tokenization")
 
-    def encode(row: dict, idx: int) -> dict:
-        try:
-            ids, truncated = _encode_prompt(tokenizer, row["prompt"], max_length)
-        except AlignmentError as err:
-            raise _row_error("prompt", idx, err) from None
-        return {"prompt_ids": ids, "_truncated": truncated, "_length": len(ids)}
+    def encode(row: dict):
+        ids, truncated = _encode_prompt(tokenizer, row["prompt"], max_length)
+        return {"prompt_ids": ids}, truncated, len(ids)
 
-    drop = [c for c in dataset.column_names if c not in ("prompt", "oracle")]
-    mapped = dataset.map(encode, with_indices=True, remove_columns=drop, num_proc=num_proc, desc="Tokenizing prompts")
-    out, truncated, kept = _finish(mapped, "_length", num_proc, "Dropping empty prompts")
-    n = len(dataset)
-    return out, {"rows": n, "kept": kept, "truncated": truncated, "dropped_empty": n - kept}
+    return _map_and_drop(dataset, "prompt", ["prompt"], ("prompt", "oracle"), encode, num_proc, "dropped_empty")

@@ -137,7 +137,11 @@ SNIPPETS = [
     "<｜Assistant｜>", "<｜end▁of▁sentence｜>", "{{ messages }}", "{% endfor %}", "<think>", "</think>", "\n\n",
 ]  # fmt: skip
 ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJ0123456789 .,!?;:'\"()[]{}<>|/\\-_*#\n\t你好世界问题答案模型🙂🚀👍🏽🦊"
-text = st.lists(st.one_of(st.text(ALPHABET, max_size=12), st.sampled_from(SNIPPETS)), max_size=5).map("".join)
+ODD = st.text(st.characters(exclude_categories=("Cs", "Co")), max_size=6)  # any unicode but private use
+SPACES = st.sampled_from([" ", "  ", "\n", "\t", "\r\n", "\u3000", "\x85"])  # what .strip()/| trim eat
+text = st.lists(st.one_of(st.text(ALPHABET, max_size=12), st.sampled_from(SNIPPETS), ODD, SPACES), max_size=5).map(
+    "".join
+)
 
 
 @st.composite
@@ -283,6 +287,22 @@ def test_system_and_user_text_is_never_trained(chat_tokenizers):
             tok, [i for i, label in zip(enc["input_ids"], enc["labels"], strict=True) if label != IGNORE_INDEX]
         )
         assert "MARK" not in trained and "first reply" in trained and "second reply" in trained, name
+
+
+@pytest.mark.parametrize("name", ["qwen2.5", "qwen3", "llama3.1", "deepseek-v3"])
+def test_tool_results_are_never_trained(chat_tokenizers, name):
+    tok = chat_tokenizers[name]
+    conv = [
+        {"role": "user", "content": "what is 6*7?"},
+        {"role": "assistant", "content": "calling the calculator"},
+        {"role": "tool", "content": "TOOLMARK 42"},
+        {"role": "assistant", "content": "it is 42"},
+    ]
+    enc = encode_chat(tok, conv)
+    runs = [decode(tok, enc["input_ids"][a:b]) for a, b in trained_runs(**enc)]
+    assert "TOOLMARK" in decode(tok, enc["input_ids"])
+    assert len(runs) == 2 and runs[0].startswith("calling") and runs[1].endswith("it is 42" + TURN_END[name])
+    assert not any("TOOLMARK" in run for run in runs)
 
 
 def test_qwen3_history_turns_lose_their_reasoning(chat_tokenizers):
