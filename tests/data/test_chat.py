@@ -250,6 +250,19 @@ def test_preference_boundary_under_real_templates(chat_tokenizers, name, conv, o
             assert short[key] == enc[key]
 
 
+def test_preference_accepts_message_lists_and_strings(chat_tokenizers):
+    tok = chat_tokenizers["qwen3"]
+    as_strings = encode_preference(tok, "2+2?", "4", "5")
+    as_lists = encode_preference(
+        tok,
+        [{"role": "user", "content": "2+2?"}],
+        [{"role": "assistant", "content": "4"}],
+        [{"role": "assistant", "content": "5"}],
+    )
+    assert as_strings == as_lists
+    assert decode(tok, as_strings["chosen_ids"]) == "<think>\n\n</think>\n\n4<|im_end|>"
+
+
 @pytest.mark.parametrize("name", list(TEMPLATES))
 def test_turn_end_token_ids_are_the_models_stop_tokens(chat_tokenizers, name):
     tok = chat_tokenizers[name]
