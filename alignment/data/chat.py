@@ -5,7 +5,8 @@ the whole conversation. Which characters are trained is found by rendering, neve
 
 * the text a turn *generates* starts where ``render(messages[:i], add_generation_prompt=True)`` ends, when that
   render is a prefix of the full one (so Qwen3's ``<think>`` block of the final turn is trained, the
-  ``<|im_start|>assistant\\n`` header is not);
+  ``<|im_start|>assistant\\n`` header is not); otherwise, or when the template has no generation prompt, it starts
+  at the content;
 * a message's content is located by rendering the conversation again with that content swapped for a sentinel and
   diffing the two renders. This survives templates that trim content, strip reasoning from history turns, or fold
   and drop system prompts, where a prefix render is not a prefix of the full render;
@@ -30,6 +31,8 @@ from jinja2.exceptions import TemplateError
 from alignment.errors import AlignmentError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from datasets import Dataset
 
 logger = logging.getLogger(__name__)
@@ -376,7 +379,15 @@ _DROPPED = {
 }
 
 
-def _map_and_drop(dataset, what: str, needs: list[str], keep: tuple[str, ...], encode, num_proc, drop_reason: str):
+def _map_and_drop(
+    dataset: Dataset,
+    what: str,
+    needs: list[str],
+    keep: tuple[str, ...],
+    encode: Callable[[dict], tuple[dict, bool, int]],
+    num_proc: int | None,
+    drop_reason: str,
+) -> tuple[Dataset, dict[str, int]]:
     """Run ``encode(row) -> (columns, truncated, usable)`` over the rows; rows with ``usable == 0`` are dropped."""
     missing = [c for c in needs if c not in dataset.column_names]
     if missing:
