@@ -394,7 +394,7 @@ class PPOTrainer:
         if self.accelerator.num_processes == 1:
             return stats
         keys = sorted(stats)
-        values = torch.tensor([float(stats[k]) for k in keys], device=self.accelerator.device)
+        values = torch.tensor([float(stats[k]) for k in keys], dtype=torch.float64, device=self.accelerator.device)
         values = self.accelerator.reduce(values, reduction="mean")
         return dict(zip(keys, values.tolist(), strict=True))
 

@@ -11,6 +11,15 @@ from alignment.rl import rollout
 from alignment.tiny_model import build_tokenizer
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run several times faster on one thread than with threads fighting over shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def tiny():
     tok = build_tokenizer(["hello world", "the cat sat on the mat", "你好世界"] * 20, vocab_size=300)
