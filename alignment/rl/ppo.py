@@ -19,14 +19,7 @@ from torch import nn
 
 from alignment.errors import AlignmentError
 from alignment.rl import ops
-from alignment.rl.rollout import (
-    left_pad,
-    response_logits,
-    response_logprobs,
-    response_values,
-    sample,
-    score_head,
-)
+from alignment.rl.rollout import left_pad, response_logits, response_logprobs, response_values, sample, score_head
 
 logger = logging.getLogger(__name__)
 RewardFn = Callable[[list | None, list[str], list], list[float]]
@@ -51,7 +44,7 @@ class PPOSettings:
     ppo_epochs: int = _help("Passes over each rollout, each with a fresh shuffle.", 4)
     max_steps: int = _help("Number of rollout + update iterations.", 100)
     temperature: float = _help("Sampling temperature; log-probs are computed at the same temperature.", 1.0)
-    top_p: float = _help("Nucleus sampling threshold (1.0 = off).", 1.0)
+    top_p: float = _help("Nucleus sampling threshold (1.0 = off); log-probs still use the full distribution.", 1.0)
     max_new_tokens: int = _help("Longest response sampled, in tokens.", 64)
     kl_coef: float = _help(
         "Weight of the per-token KL penalty to the reference policy (initial value if adaptive).", 0.05
@@ -69,7 +62,7 @@ class PPOSettings:
     whiten_advantages: bool = _help("Normalise advantages over the rollout to zero mean, unit variance.", True)
     whiten_rewards: bool = _help("Scale per-token rewards to unit variance (mean kept) before GAE.", False)
     missing_eos_penalty: float | None = _help("Subtracted from the score of responses that never hit a stop token.")
-    max_grad_norm: float = _help("Gradient clipping norm, applied to policy and value separately.", 1.0)
+    max_grad_norm: float = _help("Gradient clip norm, per model (one joint norm under DeepSpeed/FSDP).", 1.0)
     seed: int = _help("Seed of sampling and shuffling (process index is added).", 42)
     logging_steps: int = _help("Log a stats line every this many steps.", 1)
 
@@ -86,8 +79,10 @@ class PPOSettings:
             raise bad("mini_batch_size", f"must divide rollout_batch_size={self.rollout_batch_size}")
         if self.mini_batch_size % self.gradient_accumulation_steps:
             raise bad("gradient_accumulation_steps", f"must divide mini_batch_size={self.mini_batch_size}")
-        if self.max_steps < 0 or self.max_new_tokens < 1:
-            raise bad("max_new_tokens" if self.max_new_tokens < 1 else "max_steps", "out of range")
+        if self.max_new_tokens < 1:
+            raise bad("max_new_tokens", "must be at least 1")
+        if self.max_steps < 0:
+            raise bad("max_steps", "must be 0 or more")
         if self.temperature <= 0:
             raise bad("temperature", "PPO samples from the policy: use a temperature > 0")
         if not 0 < self.top_p <= 1:
