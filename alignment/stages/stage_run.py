@@ -84,6 +84,11 @@ class StageRun:
         """Build the stage's TRL config from ``trainer.*``, with output, seed and tracking set by the run."""
         values = OmegaConf.to_container(self.cfg.trainer, resolve=True)
         validate_trainer_values(values)
+        # Pass only what differs from TRL's defaults: TRL then derives the rest itself, and deprecated aliases
+        # (gradient_checkpointing -> activation_checkpointing) are not set twice.
+        values = {k: v for k, v in values.items() if v != _trl_default(config_cls, k)}
+        if values.get("bf16") is None and "bf16" in {f.name for f in dataclasses.fields(config_cls)}:
+            values["bf16"] = _bf16_supported()
         values.update(
             output_dir=str(self.dir),
             seed=int(self.cfg.seed),
@@ -205,6 +210,22 @@ def validate_trainer_values(values: dict[str, Any]) -> None:
         n = values.get(key)
         if n is not None and n <= 0:
             raise AlignmentError(f"trainer.{key} must be a positive integer, got {n}")
+
+
+def _trl_default(config_cls: type, name: str) -> Any:
+    for f in dataclasses.fields(config_cls):
+        if f.name == name:
+            if f.default is not dataclasses.MISSING:
+                return getattr(f.default, "value", f.default)
+            if f.default_factory is not dataclasses.MISSING:
+                return f.default_factory()
+    return dataclasses.MISSING
+
+
+def _bf16_supported() -> bool:
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
 def write_atomic(path: Path, text: str) -> None:
