@@ -17,11 +17,17 @@ from alignment.stages.stage_run import StageRun
 def run(cfg: DictConfig) -> dict:
     from trl import DPOConfig, DPOTrainer
 
+    class SharedEncodingDPOTrainer(DPOTrainer):
+        """The pairs arrive encoded by the shared data layer; TRL's own text tokenisation is skipped."""
+
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            return dataset
+
     stage = StageRun(cfg)
     tokenizer, policy, reference, adapter = policy_and_reference(cfg)
     train_ds, eval_ds = preference_data(cfg, tokenizer, stage)
 
-    trainer = DPOTrainer(
+    trainer = SharedEncodingDPOTrainer(
         model=policy,
         ref_model=reference,
         args=stage.trainer_args(DPOConfig),

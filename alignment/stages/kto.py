@@ -27,8 +27,26 @@ def unpaired(pairs: Dataset, seed: int) -> Dataset:
     return rows.shuffle(seed=seed)
 
 
+def with_kl_completions(rows: Dataset, batch_size: int) -> Dataset:
+    """Add KTO's mismatched completions: within each batch, row i is paired with the completion of row i-1."""
+
+    def rotate(batch: dict) -> dict:
+        completions = batch["completion_ids"]
+        return {"KL_completion_ids": completions[-1:] + completions[:-1]}
+
+    return rows.map(rotate, batched=True, batch_size=batch_size)
+
+
 def run(cfg: DictConfig) -> dict:
     from trl import KTOConfig, KTOTrainer
+
+    class SharedEncodingKTOTrainer(KTOTrainer):
+        """Rows arrive encoded by the shared data layer; only KTO's KL completions are added here."""
+
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            if self.calculate_KL:
+                return with_kl_completions(dataset, args.per_device_train_batch_size)
+            return dataset
 
     stage = StageRun(cfg)
     tokenizer, policy, reference, adapter = policy_and_reference(cfg)
@@ -36,7 +54,7 @@ def run(cfg: DictConfig) -> dict:
     train_ds = unpaired(train_pairs, cfg.seed)
     eval_ds = unpaired(eval_pairs, cfg.seed) if eval_pairs is not None else None
 
-    trainer = KTOTrainer(
+    trainer = SharedEncodingKTOTrainer(
         model=policy,
         ref_model=reference,
         args=stage.trainer_args(KTOConfig),
