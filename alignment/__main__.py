@@ -40,7 +40,15 @@ def _run(cfg: DictConfig) -> None:
             run_pipeline(cfg, overrides)
         else:
             from alignment.stages import run_stage
+            from alignment.stages.stage_run import finished_metrics
 
+            if finished_metrics(cfg) is not None:
+                # Same command again after it finished: nothing to do (resume=fresh trains again).
+                name = cfg.get("step") or cfg.stage
+                print(
+                    f"[stage] {name}: finished earlier with the same config and inputs; skipped (resume=fresh reruns)"
+                )
+                return
             run_stage(cfg)
     except AlignmentError as err:
         if debug:

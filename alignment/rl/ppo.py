@@ -65,6 +65,8 @@ class PPOSettings:
     max_grad_norm: float = _help("Gradient clip norm, per model (one joint norm under DeepSpeed/FSDP).", 1.0)
     seed: int = _help("Seed of sampling and shuffling (process index is added).", 42)
     logging_steps: int = _help("Log a stats line every this many steps.", 1)
+    save_steps: int = _help("Save a resumable checkpoint-<step>/ every this many steps; 0 = never.", 0)
+    save_total_limit: int | None = _help("Keep only the newest this many checkpoints; None = all.", 2)
 
     def validate(self) -> None:
         """Raise AlignmentError naming the offending setting when the combination cannot run."""
@@ -91,6 +93,8 @@ class PPOSettings:
             raise bad("kl_estimator", f"use one of {', '.join(ops.KL_ESTIMATORS)}")
         if self.lr_scheduler_type not in ("linear", "constant"):
             raise bad("lr_scheduler_type", "use 'linear' or 'constant'")
+        if self.save_steps < 0:
+            raise bad("save_steps", "must be 0 (never) or more")
         if self.adaptive_kl and (self.kl_target <= 0 or self.kl_horizon <= 0):
             raise bad("kl_target", "adaptive_kl needs kl_target > 0 and kl_horizon > 0")
 

@@ -9,6 +9,8 @@ killed run never leaves output that looks finished.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import hashlib
 import json
 import logging
 import math
@@ -27,6 +29,14 @@ from alignment.secrets import scrub
 log = logging.getLogger("alignment")
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+RUN_STATE = "run_state.json"
+# Outputs of a finished stage; only trusted with metrics.json beside them.
+_OUTPUT_DIRS = ("model", "adapter", "value_model", "value_model_adapter")
+# Settings that do not change what a stage computes: changing them never blocks a resume.
+_HASH_EXCLUDED = ("debug", "resume", "output_dir", "pipeline", "tracking")
+_HASH_EXCLUDED_TRAINER = ("save_steps", "save_total_limit", "save_strategy", "logging_steps")
+# Config keys naming models the stage reads; their files are fingerprinted into the hash.
+_INPUT_KEYS = ("model.path", "ref_model", "value_model")
 
 
 class StageRun:
@@ -40,8 +50,14 @@ class StageRun:
         self.metrics: dict[str, float] = {}
         if str(cfg.resume) not in ("auto", "fresh", "true", "false", "True", "False"):
             raise AlignmentError(f"resume='{cfg.resume}' must be auto (or true) or fresh (or false)")
+        # Fail on a bad value before loading models or data, and before touching earlier output.
+        validate_trainer_values(OmegaConf.to_container(cfg.trainer, resolve=True))
+        self.config_hash, self._hashed = stage_config_hash(cfg)
         if self.fresh:
             self._clear()
+        else:
+            self._check_resumable()
+            self._clear_unfinished()
         self._write_config()
         self._log_handler = logging.FileHandler(self.dir / "train.log", encoding="utf-8")
         self._log_handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
@@ -67,17 +83,40 @@ class StageRun:
         resolved = OmegaConf.to_container(self.cfg, resolve=True)
         text = OmegaConf.to_yaml(OmegaConf.create(scrub(resolved)))
         write_atomic(self.dir / "config.yaml", text)
+        state = {"config_hash": self.config_hash, "config": self._hashed}
+        write_atomic(self.dir / RUN_STATE, json.dumps(state, indent=2, ensure_ascii=False, default=str) + "\n")
+
+    def _check_resumable(self) -> None:
+        """Refuse to resume checkpoints (or overwrite outputs) that were made under another config or inputs."""
+        if not checkpoint_steps(self.dir) and not (self.dir / "metrics.json").exists():
+            return
+        old = _previous_config(self.dir)
+        if old is None or old.get("config_hash") == self.config_hash:
+            return
+        changed = _changed_keys(old.get("config") or {}, self._hashed)
+        raise AlignmentError(
+            f"{self.dir} holds a run made under a different config or inputs (changed: {', '.join(changed[:6])}); "
+            "resuming it would mix the two. Re-run with resume=fresh to start this stage over, or pick another "
+            "output_dir"
+        )
+
+    def _clear_unfinished(self) -> None:
+        """Drop what a killed run may have left: temp files/dirs, half-written checkpoints, outputs of an older run.
+
+        Outputs are only trusted with a ``metrics.json`` beside them; a resumed run rewrites them all.
+        """
+        for child in self.dir.iterdir():
+            if child.name.startswith(".") or child.name in ("metrics.json", *_OUTPUT_DIRS):
+                _remove(child)
+        for step in _incomplete_checkpoints(self.dir):
+            _remove(self.dir / f"checkpoint-{step}")
 
     def last_checkpoint(self) -> str | None:
-        """The newest ``checkpoint-<step>`` dir to resume from, unless ``resume=fresh``."""
+        """The newest complete ``checkpoint-<step>`` dir to resume from, unless ``resume=fresh``."""
         if self.fresh:
             return None
-        steps = [int(m.group(1)) for p in self.dir.iterdir() if (m := _CHECKPOINT.match(p.name)) and p.is_dir()]
-        for step in sorted(steps, reverse=True):
-            ckpt = self.dir / f"checkpoint-{step}"
-            if (ckpt / "trainer_state.json").exists():
-                return str(ckpt)
-        return None
+        steps = checkpoint_steps(self.dir)
+        return str(self.dir / f"checkpoint-{steps[-1]}") if steps else None
 
     # -- TRL arguments ------------------------------------------------------------------------------------------
     def trainer_args(self, config_cls: type, **overrides: Any):
@@ -139,7 +178,17 @@ class StageRun:
             step = int(_CHECKPOINT.match(Path(ckpt).name).group(1))
             log.info("resuming %s from %s", self.name, ckpt)
             self.metrics["resumed_from_step"] = step
-        result = trainer.train(resume_from_checkpoint=ckpt)
+        from alignment.callbacks import NonFiniteGuard
+
+        trainer.add_callback(NonFiniteGuard(self.dir))
+        try:
+            result = trainer.train(resume_from_checkpoint=ckpt)
+        except Exception as err:
+            if is_out_of_disk(err, self.dir):
+                for step in _incomplete_checkpoints(self.dir):  # free what the failed save took
+                    _remove(self.dir / f"checkpoint-{step}")
+                raise out_of_disk(self.dir, err) from err
+            raise
         self.record({k: v for k, v in result.metrics.items() if k != "total_flos"})
         self.metrics["global_step"] = trainer.state.global_step
         tokens = getattr(trainer.state, "num_input_tokens_seen", 0) or 0
@@ -183,9 +232,13 @@ class StageRun:
             if tokenizer is not None:
                 tokenizer.save_pretrained(tmp)
             _replace_dir(tmp, target)
-        except OSError as err:
+        except Exception as err:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise AlignmentError(f"could not save the model to {target}: {err}") from err
+            if is_out_of_disk(err, self.dir):
+                raise out_of_disk(target, err) from err
+            if isinstance(err, OSError):
+                raise AlignmentError(f"could not save the model to {target}: {err}") from err
+            raise
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -257,3 +310,132 @@ def _wandb_configured() -> bool:
         return True
     netrc = Path.home() / ".netrc"
     return netrc.exists() and "api.wandb.ai" in netrc.read_text(encoding="utf-8", errors="ignore")
+
+
+# -- resume bookkeeping -------------------------------------------------------------------------------------------
+def stage_config_hash(cfg: DictConfig) -> tuple[str, dict]:
+    """A short hash of what a stage computes: its resolved config (secrets masked) and its input models' files."""
+    data = scrub(OmegaConf.to_container(cfg, resolve=True))
+    for key in _HASH_EXCLUDED:
+        data.pop(key, None)
+    for key in _HASH_EXCLUDED_TRAINER:
+        (data.get("trainer") or {}).pop(key, None)
+    data["inputs"] = {key: _fingerprint(path) for key in _INPUT_KEYS if (path := OmegaConf.select(cfg, key))}
+    for i, source in enumerate(OmegaConf.select(cfg, "reward.sources") or []):
+        if source.get("path") and source.get("type") == "model":
+            data["inputs"][f"reward.sources.{i}"] = _fingerprint(source.path)
+    blob = json.dumps(data, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16], data
+
+
+def _fingerprint(path: str) -> str:
+    """Names, sizes and mtimes of a local model dir's files (a retrained model changes them); Hub ids as given."""
+    local = Path(str(path)).expanduser()
+    if not local.exists():
+        return str(path)
+    if local.is_dir() and not (local / "config.json").exists() and (local / "model").is_dir():
+        local = local / "model"
+    files = sorted(p for p in local.iterdir() if p.is_file()) if local.is_dir() else [local]
+    parts = [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files]
+    return hashlib.sha256("|".join(parts).encode("utf-8")).hexdigest()[:16]
+
+
+def finished_metrics(cfg: DictConfig, name: str | None = None) -> dict | None:
+    """The metrics of this stage if it already finished under the same config and inputs (else None)."""
+    if str(cfg.resume) in ("fresh", "false", "False"):
+        return None
+    stage_dir = Path(cfg.output_dir) / (name or str(cfg.get("step") or cfg.stage))
+    metrics = stage_dir / "metrics.json"
+    old = _previous_config(stage_dir) if metrics.exists() else None
+    if old is None or old.get("config_hash") != stage_config_hash(cfg)[0]:
+        return None
+    try:
+        return json.loads(metrics.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None
+
+
+def checkpoint_steps(stage_dir: Path) -> list[int]:
+    """Steps of the complete checkpoints in ``stage_dir``, oldest first.
+
+    HF Trainer writes ``trainer_state.json`` last, so a checkpoint whose state file parses is complete; our PPO loop
+    writes its ``ppo_state.json`` last in the same way.
+    """
+    return sorted(step for step, ok in _checkpoints(stage_dir) if ok)
+
+
+def _incomplete_checkpoints(stage_dir: Path) -> list[int]:
+    return sorted(step for step, ok in _checkpoints(stage_dir) if not ok)
+
+
+def _checkpoints(stage_dir: Path) -> list[tuple[int, bool]]:
+    found = []
+    if not stage_dir.is_dir():
+        return found
+    for path in stage_dir.iterdir():
+        if (m := _CHECKPOINT.match(path.name)) and path.is_dir():
+            found.append((int(m.group(1)), _state_file_ok(path)))
+    return found
+
+
+def _state_file_ok(ckpt: Path) -> bool:
+    for name in ("trainer_state.json", "ppo_state.json"):
+        try:
+            json.loads((ckpt / name).read_text(encoding="utf-8"))
+            return True
+        except (OSError, json.JSONDecodeError):
+            continue
+    return False
+
+
+def _previous_config(stage_dir: Path) -> dict | None:
+    """What the last run in ``stage_dir`` recorded (``run_state.json``), or None when it left no record."""
+    try:
+        return json.loads((stage_dir / RUN_STATE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _changed_keys(old: dict, new: dict) -> list[str]:
+    """Dotted keys whose values differ between two nested configs."""
+
+    def diff(a: dict, b: dict, prefix: str) -> list[str]:
+        out = []
+        for key in sorted(set(a) | set(b), key=str):
+            x, y = a.get(key), b.get(key)
+            if isinstance(x, dict) and isinstance(y, dict):
+                out += diff(x, y, f"{prefix}{key}.")
+            elif x != y:
+                out.append(f"{prefix}{key}")
+        return out
+
+    return diff(old, new, "") or ["unknown"]
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def is_out_of_disk(err: BaseException, where: Path) -> bool:
+    """Whether a failed save ran out of disk: safetensors and torch.save report it in their own words, if at all."""
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return True
+    text = str(err)
+    if "No space left on device" in text or "os error 28" in text:
+        return True
+    try:
+        return shutil.disk_usage(where).free < 1 << 20  # torch.save only says "unexpected pos ..."
+    except OSError:
+        return False
+
+
+def out_of_disk(where: Path, err: BaseException) -> AlignmentError:
+    reason = str(err).splitlines()[0] if str(err) else err.__class__.__name__
+    return AlignmentError(
+        f"out of disk space while saving to {where} ({reason}); nothing finished-looking was written. "
+        "Free space (or set output_dir to a larger disk) and re-run the same command to resume from the last "
+        "checkpoint"
+    )

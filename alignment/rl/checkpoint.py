@@ -1,0 +1,141 @@
+"""Checkpoints of our PPO loop: ``checkpoint-<step>/`` with the trained weights, optimiser, scheduler, RNG and data order.
+
+Layout (``ppo_state.json`` is written last, so a checkpoint with a readable one is complete, as HF Trainer's
+``trainer_state.json``): ``trainable.safetensors`` (every trainable parameter of the policy and value model: frozen
+ones never change), ``optimizer.pt`` and ``scheduler.pt`` (loaded with ``weights_only=True``), ``rng.pt`` (torch CPU
+and CUDA generators, the data-order generator) and ``ppo_state.json`` (step, prompt queue, KL coefficient, history,
+python and numpy RNG).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+STATE_FILE = "ppo_state.json"
+
+
+def _trainable(trainer) -> dict[str, torch.Tensor]:
+    wrapper = trainer.accelerator.unwrap_model(trainer.model)
+    return {name: p for name, p in wrapper.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(trainer, stage_dir: Path | str, total_limit: int | None = None) -> Path:
+    """Write ``checkpoint-<trainer.step>/`` (state file last) and keep only the newest ``total_limit`` of them."""
+    from safetensors.torch import save_file
+
+    stage_dir = Path(stage_dir)
+    ckpt = stage_dir / f"checkpoint-{trainer.step}"
+    if ckpt.exists():
+        shutil.rmtree(ckpt)
+    ckpt.mkdir(parents=True)
+    if trainer.accelerator.is_main_process:
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in _trainable(trainer).items()}, ckpt / "trainable.safetensors"
+        )
+        torch.save(trainer.optimizer.state_dict(), ckpt / "optimizer.pt")
+        torch.save(trainer.scheduler.state_dict(), ckpt / "scheduler.pt")
+        rng = {"cpu": torch.get_rng_state(), "order": trainer._order.get_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        torch.save(rng, ckpt / "rng.pt")
+        py_version, py_state, py_gauss = random.getstate()
+        np_state = np.random.get_state()
+        state = {
+            "step": trainer.step,
+            "queue": list(trainer._queue),
+            "kl_coef": float(trainer.kl_ctl.value),
+            "history": trainer.history,
+            "python_rng": [py_version, list(py_state), py_gauss],
+            "numpy_rng": [np_state[0], np_state[1].tolist(), *[float(x) for x in np_state[2:]]],
+        }
+        tmp = ckpt / f".{STATE_FILE}"
+        tmp.write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
+        tmp.replace(ckpt / STATE_FILE)
+        _rotate(stage_dir, total_limit)
+    trainer.accelerator.wait_for_everyone()
+    return ckpt
+
+
+def _rotate(stage_dir: Path, total_limit: int | None) -> None:
+    from alignment.stages.stage_run import checkpoint_steps
+
+    if not total_limit or total_limit <= 0:
+        return
+    for step in checkpoint_steps(stage_dir)[:-total_limit]:
+        shutil.rmtree(stage_dir / f"checkpoint-{step}", ignore_errors=True)
+
+
+def load_checkpoint(trainer, ckpt: Path | str) -> int:
+    """Restore weights, optimiser, scheduler, RNG, data order and history from ``ckpt``; return its step."""
+    from safetensors.torch import load_file
+
+    ckpt = Path(ckpt)
+    params = _trainable(trainer)
+    saved = load_file(ckpt / "trainable.safetensors")
+    if set(saved) != set(params):
+        from alignment.errors import AlignmentError
+
+        raise AlignmentError(
+            f"{ckpt} holds other trainable parameters than this run's models; re-run with resume=fresh"
+        )
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(saved[name].to(p.device, p.dtype))
+    trainer.optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True, map_location="cpu"))
+    trainer.scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
+    rng = torch.load(ckpt / "rng.pt", weights_only=True)
+    torch.set_rng_state(rng["cpu"])
+    trainer._order.set_state(rng["order"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    state = json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
+    trainer.step = int(state["step"])
+    trainer._queue = list(state["queue"])
+    trainer.kl_ctl.value = float(state["kl_coef"])
+    trainer.history = list(state["history"])
+    version, py_state, gauss = state["python_rng"]
+    random.setstate((version, tuple(py_state), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy_rng"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), int(pos), int(has_gauss), float(cached)))
+    logger.info("ppo resumed from %s (step %d)", ckpt, trainer.step)
+    return trainer.step
+
+
+class CheckpointCallback:
+    """A PPOTrainer callback: stop on a non-finite loss, else save every ``save_steps`` steps."""
+
+    def __init__(self, trainer, stage_dir: Path | str, save_steps: int, total_limit: int | None = None) -> None:
+        self.trainer, self.stage_dir, self.save_steps, self.total_limit = (
+            trainer,
+            Path(stage_dir),
+            save_steps,
+            total_limit,
+        )
+
+    def __call__(self, stats: dict) -> None:
+        import math
+
+        from alignment.callbacks import non_finite_error
+
+        bad = [k for k in ("loss", "policy_loss", "value_loss") if k in stats and not math.isfinite(stats[k])]
+        if bad:
+            raise non_finite_error(self.trainer.step, f"the PPO {bad[0]} is {stats[bad[0]]}", self.stage_dir)
+        if self.save_steps > 0 and self.trainer.step % self.save_steps == 0:
+            save_checkpoint(self.trainer, self.stage_dir, self.total_limit)
+
+
+def resume(trainer, stage) -> None:
+    """Wire checkpointing into a stage's PPOTrainer and restore its newest checkpoint (``resume=auto``)."""
+    settings = trainer.settings
+    trainer.callbacks.append(CheckpointCallback(trainer, stage.dir, settings.save_steps, settings.save_total_limit))
+    ckpt = stage.last_checkpoint()
+    if ckpt:
+        stage.metrics["resumed_from_step"] = load_checkpoint(trainer, ckpt)
