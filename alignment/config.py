@@ -48,18 +48,54 @@ class DataConfig:
 
 @dataclass
 class PeftConfig:
-    method: str = field(default="none", metadata={"help": "none or lora."})
-    r: int = 16
+    method: str = field(
+        default="none",
+        metadata={
+            "help": "none/full, freeze, lora, dora, rslora, adalora, ia3, prompt_tuning, p_tuning, prefix_tuning, "
+            "qlora (see docs/peft.md)."
+        },
+    )
+    r: int = field(default=16, metadata={"help": "LoRA rank (AdaLoRA: the average target rank)."})
     alpha: int = 32
     dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    target_modules: list[str] = field(
+        default_factory=lambda: ["all-linear"], metadata={"help": "Module names; [all-linear] = every linear layer."}
+    )
+    init_r: int | None = field(default=None, metadata={"help": "AdaLoRA's starting rank; None = 1.5 * r."})
+    num_virtual_tokens: int = field(default=20, metadata={"help": "Prompt / p- / prefix tuning: virtual tokens."})
+    prompt_init: str = field(default="random", metadata={"help": "Prompt tuning init: random or text."})
+    prompt_init_text: str | None = field(default=None, metadata={"help": "Prompt tuning: the init text."})
+    encoder_hidden_size: int = field(default=128, metadata={"help": "P-tuning: hidden size of the prompt encoder."})
+    freeze_trainable_layers: int = field(
+        default=2, metadata={"help": "Freeze: train the last N layers (N > 0) or the first |N| (N < 0)."}
+    )
+    freeze_trainable_modules: str = field(
+        default="all", metadata={"help": "Freeze: 'all' or modules inside those layers, e.g. 'mlp,self_attn'."}
+    )
+    freeze_extra_modules: str | None = field(
+        default=None, metadata={"help": "Freeze: modules outside the layers that train too, e.g. 'embed_tokens'."}
+    )
     merge: bool = field(default=True, metadata={"help": "Also write a merged plain HF model next to the adapter."})
 
 
 @dataclass
 class DistributedConfig:
-    backend: str = field(default="single", metadata={"help": "single process."})
-    num_processes: int = 1
+    """How many processes and machines, and how they share the model (see docs/distributed.md)."""
+
+    backend: str = field(default="single", metadata={"help": "single, ddp, zero2, zero3, zero3_offload or fsdp."})
+    num_processes: int = field(default=1, metadata={"help": "Processes per machine (one per GPU)."})
+    num_machines: int = 1
+    machine_rank: int = field(default=0, metadata={"help": "This machine's rank, 0 on the main machine."})
+    main_process_ip: str | None = field(default=None, metadata={"help": "Main machine's address (multi-node)."})
+    main_process_port: int | None = field(default=None, metadata={"help": "None = a free port (29500 multi-node)."})
+    deepspeed_config: str | None = field(
+        default=None, metadata={"help": "DeepSpeed JSON: a name in conf/deepspeed/ or a path."}
+    )
+    global_batch_size: int | None = field(
+        default=None, metadata={"help": "Keep per-device x accumulation x world size at this; None = off."}
+    )
+    dry_run: bool = field(default=False, metadata={"help": "Print the launch command(s) and exit."})
+    launch_args: list[str] = field(default_factory=list, metadata={"help": "Extra `accelerate launch` flags."})
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Load tokenizers and models (causal LM, reward / value heads) and wrap them with PEFT adapters.
+"""Load tokenizers and models (causal LM, reward / value heads); adapters live in ``alignment.adapters``.
 
 The tiny offline model and any Hugging Face model go through the same ``from_pretrained`` path: ``model.path`` is a
 Hub id or a local dir, and with ``model.name=tiny`` and no path the cached tiny model is built first.
@@ -94,28 +94,43 @@ def adapter_base(path: str) -> str | None:
     return json.loads(cfg.read_text(encoding="utf-8"))["base_model_name_or_path"]
 
 
-def load_causal_lm(path: str, model_cfg: DictConfig):
-    """A causal LM from a model dir, Hub id or saved adapter dir (loaded on its base model)."""
+def load_causal_lm(path: str, model_cfg: DictConfig, peft_cfg: DictConfig | None = None):
+    """A causal LM from a model dir, Hub id or saved adapter dir; ``peft_cfg`` adds its load settings (QLoRA).
+
+    A saved LoRA-style adapter is merged into its base on load, so the next stage trains (and takes its reference
+    from) a plain model; a prompt-learning adapter, which cannot merge, stays a trainable peft model.
+    """
     from transformers import AutoModelForCausalLM
 
-    kwargs = _common_kwargs(model_cfg)
+    kwargs = _common_kwargs(model_cfg) | _adapter_load_kwargs(peft_cfg)
     try:
         base = adapter_base(path)
         if base is not None:
             from peft import PeftModel
 
+            from alignment.adapters import can_merge
+
             model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
-            return PeftModel.from_pretrained(model, path, is_trainable=True)
+            model = PeftModel.from_pretrained(model, path, is_trainable=True)
+            return model.merge_and_unload() if can_merge(model) else model
         return AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as err:
         raise _load_error(path, err) from err
 
 
-def load_sequence_classifier(path: str, model_cfg: DictConfig, tokenizer=None):
+def _adapter_load_kwargs(peft_cfg: DictConfig | None) -> dict:
+    if peft_cfg is None:
+        return {}
+    from alignment.adapters import load_kwargs
+
+    return load_kwargs(peft_cfg)
+
+
+def load_sequence_classifier(path: str, model_cfg: DictConfig, tokenizer=None, peft_cfg: DictConfig | None = None):
     """A one-label sequence classifier (reward or value model), from a reward model or any causal LM."""
     from transformers import AutoModelForSequenceClassification
 
-    kwargs = _common_kwargs(model_cfg)
+    kwargs = _common_kwargs(model_cfg) | _adapter_load_kwargs(peft_cfg)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **kwargs)
     except (OSError, ValueError) as err:
@@ -123,31 +138,3 @@ def load_sequence_classifier(path: str, model_cfg: DictConfig, tokenizer=None):
     if tokenizer is not None and model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model
-
-
-def count_parameters(model) -> tuple[int, int]:
-    """(trainable, total) parameter counts."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    return trainable, total
-
-
-def peft_config(peft_cfg: DictConfig, task_type: str = "CAUSAL_LM"):
-    """A peft config for ``peft.method``, or None for full fine-tuning."""
-    method = peft_cfg.method
-    if method in ("none", "full"):
-        return None
-    if method != "lora":
-        raise AlignmentError(f"peft.method='{method}' is not supported; use none or lora")
-    if peft_cfg.r <= 0:
-        raise AlignmentError(f"peft.r must be a positive integer, got {peft_cfg.r}")
-    from peft import LoraConfig
-
-    targets = list(peft_cfg.target_modules)
-    return LoraConfig(
-        r=peft_cfg.r,
-        lora_alpha=peft_cfg.alpha,
-        lora_dropout=peft_cfg.dropout,
-        target_modules="all-linear" if targets == ["all-linear"] else targets,
-        task_type=task_type,
-    )

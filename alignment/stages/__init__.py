@@ -15,5 +15,8 @@ def run_stage(cfg: DictConfig) -> dict:
     """Run the stage named by ``cfg.stage`` and return its metrics."""
     if cfg.stage not in STAGES:
         raise AlignmentError(f"unknown stage '{cfg.stage}'; choose one of: {', '.join(STAGES)}")
+    from alignment.adapters import validate
+
+    validate(cfg.peft, str(cfg.stage))  # an unsupported peft method fails before any model is loaded
     module = importlib.import_module(f"alignment.stages.{cfg.stage}")
     return module.run(cfg)

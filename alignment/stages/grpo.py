@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from alignment.models import count_parameters, load_causal_lm, load_tokenizer, peft_config, resolve_model_path
+from alignment import adapters
+from alignment.models import load_causal_lm, load_tokenizer, resolve_model_path
 from alignment.stages.online import SharedPromptEncoding, prompt_data, reward_function, trl_reward_func
 from alignment.stages.stage_run import StageRun
 
@@ -24,7 +25,8 @@ def run(cfg: DictConfig, trainer_name: str = "grpo") -> dict:
     stage = StageRun(cfg)
     path = resolve_model_path(cfg.model)
     tokenizer = load_tokenizer(path, cfg.model)
-    policy = load_causal_lm(path, cfg.model)
+    policy = load_causal_lm(path, cfg.model, cfg.peft)
+    adapter = adapters.prepare(policy, cfg.peft, stage=trainer_name)
     train_ds, _ = prompt_data(cfg, tokenizer, stage)
     reward = trl_reward_func(reward_function(cfg, tokenizer))
     reward.__name__ = "reward"
@@ -35,9 +37,9 @@ def run(cfg: DictConfig, trainer_name: str = "grpo") -> dict:
         args=stage.trainer_args(config_cls),
         train_dataset=train_ds,
         processing_class=tokenizer,
-        peft_config=peft_config(cfg.peft),
+        peft_config=adapter,
     )
-    trainable, total = count_parameters(trainer.model)
+    trainable, total = adapters.count_parameters(trainer.model)
     stage.record({"trainable_params": trainable, "total_params": total})
 
     stage.measure_oracle(trainer.model, tokenizer, suffix="_before")

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datasets import Dataset
 from omegaconf import DictConfig
 
+from alignment import adapters
 from alignment.data import load_train_eval, tokenize_preference
-from alignment.models import load_causal_lm, load_tokenizer, peft_config, resolve_model_path
+from alignment.models import load_causal_lm, load_tokenizer, resolve_model_path
 from alignment.stages.stage_run import StageRun
 
 
@@ -18,8 +19,8 @@ def policy_and_reference(cfg: DictConfig, with_reference: bool = True):
     """
     path = resolve_model_path(cfg.model)
     tokenizer = load_tokenizer(path, cfg.model)
-    policy = load_causal_lm(path, cfg.model)
-    adapter = peft_config(cfg.peft)
+    policy = load_causal_lm(path, cfg.model, cfg.peft)
+    adapter = adapters.prepare(policy, cfg.peft, stage=str(cfg.stage))
     reference = None
     if adapter is None and with_reference:
         reference = load_causal_lm(str(cfg.ref_model) if cfg.ref_model else path, cfg.model)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datasets import Dataset
 from omegaconf import DictConfig
 
-from alignment.models import count_parameters
+from alignment import adapters
 from alignment.stages.inputs import policy_and_reference, preference_data
 from alignment.stages.stage_run import StageRun
 
@@ -62,8 +62,9 @@ def run(cfg: DictConfig) -> dict:
         eval_dataset=eval_ds,
         processing_class=tokenizer,
         peft_config=adapter,
+        callbacks=adapters.callbacks(cfg.peft),
     )
-    trainable, total = count_parameters(trainer.model)
+    trainable, total = adapters.count_parameters(trainer.model)
     stage.record({"trainable_params": trainable, "total_params": total})
 
     stage.evaluate(trainer, suffix="_before")

@@ -10,8 +10,8 @@ import os
 
 from omegaconf import DictConfig
 
+from alignment import adapters
 from alignment.errors import AlignmentError
-from alignment.models import count_parameters
 from alignment.stages.inputs import policy_and_reference, preference_data
 from alignment.stages.stage_run import StageRun
 
@@ -51,8 +51,9 @@ def run(cfg: DictConfig) -> dict:
         eval_dataset=eval_ds,
         processing_class=tokenizer,
         peft_config=adapter,
+        callbacks=adapters.callbacks(cfg.peft),
     )
-    trainable, total = count_parameters(trainer.model)
+    trainable, total = adapters.count_parameters(trainer.model)
     stage.record({"trainable_params": trainable, "total_params": total})
 
     stage.evaluate(trainer, suffix="_before")

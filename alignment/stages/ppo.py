@@ -13,19 +13,15 @@ import logging
 
 from omegaconf import DictConfig, OmegaConf
 
+from alignment import adapters
 from alignment.data import turn_end_token_ids
 from alignment.errors import AlignmentError
-from alignment.models import (
-    count_parameters,
-    load_causal_lm,
-    load_sequence_classifier,
-    load_tokenizer,
-    peft_config,
-    resolve_model_path,
-)
+from alignment.models import load_causal_lm, load_sequence_classifier, load_tokenizer, resolve_model_path
+from alignment.rl import checkpoint as checkpoints
 from alignment.rl.ppo import PPOTrainer, settings_from_dict
+from alignment.secrets import scrub
 from alignment.stages.online import prompt_data, reward_function
-from alignment.stages.stage_run import StageRun, write_atomic
+from alignment.stages.stage_run import StageRun
 
 log = logging.getLogger("alignment")
 
@@ -40,6 +36,49 @@ def value_model_path(cfg: DictConfig, policy_path: str) -> str:
     return policy_path
 
 
+class StepLog:
+    """Each PPO step's stats, as they come: appended to ``log_history.jsonl`` and sent to ``tracking.backend``.
+
+    TRL's trackers hang off its Trainer, which PPO does not use, so wandb (offline unless logged in) and TensorBoard
+    (``<stage>/runs``) are driven here directly, with the stats under ``ppo/<name>`` at the PPO step.
+    """
+
+    def __init__(self, stage: StageRun, cfg: DictConfig) -> None:
+        self.path = stage.dir / "log_history.jsonl"
+        self.path.write_text("", encoding="utf-8")
+        self.writer = self.wandb_run = None
+        backend = stage._report_to()  # validates the backend and sets wandb/tensorboard env as the other stages do
+        run_name = cfg.tracking.get("run_name") or f"{stage.dir.parent.name}-{stage.name}"
+        if backend == "tensorboard":
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(stage.dir / "runs"))
+        elif backend == "wandb":
+            import wandb
+
+            config = OmegaConf.to_container(cfg, resolve=True)
+            self.wandb_run = wandb.init(
+                project=str(cfg.tracking.project), name=run_name, dir=str(stage.dir), config=scrub(config)
+            )
+
+    def __call__(self, stats: dict) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(stats, ensure_ascii=False) + "\n")
+        step = int(stats["step"])
+        scalars = {f"ppo/{k}": float(v) for k, v in stats.items() if k != "step"}
+        if self.writer is not None:
+            for key, value in scalars.items():
+                self.writer.add_scalar(key, value, step)
+        if self.wandb_run is not None:
+            self.wandb_run.log(scalars, step=step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if self.wandb_run is not None:
+            self.wandb_run.finish()
+
+
 def run(cfg: DictConfig) -> dict:
     from peft import get_peft_model
 
@@ -49,11 +88,11 @@ def run(cfg: DictConfig) -> dict:
     tokenizer = load_tokenizer(path, cfg.model)
     policy = load_causal_lm(path, cfg.model)
     value = load_sequence_classifier(value_model_path(cfg, path), cfg.model, tokenizer)
-    adapter = peft_config(cfg.peft)
+    adapter = adapters.prepare(policy, cfg.peft, stage="ppo")
     reference = None
     if adapter is not None:
         policy = get_peft_model(policy, adapter)
-        value = get_peft_model(value, peft_config(cfg.peft, task_type="SEQ_CLS"))
+        value = get_peft_model(value, adapters.prepare(value, cfg.peft, stage="ppo"))
     else:
         reference = load_causal_lm(str(cfg.ref_model) if cfg.ref_model else path, cfg.model)
     if not cfg.reward.sources:
@@ -61,6 +100,7 @@ def run(cfg: DictConfig) -> dict:
     reward_fn = reward_function(cfg, tokenizer)
     train_ds, _ = prompt_data(cfg, tokenizer, stage)
 
+    step_log = StepLog(stage, cfg)
     trainer = PPOTrainer(
         policy=policy,
         ref_policy=reference,
@@ -70,14 +110,18 @@ def run(cfg: DictConfig) -> dict:
         train_dataset=train_ds,
         settings=settings,
         stop_token_ids=turn_end_token_ids(tokenizer),
+        callbacks=step_log,
     )
-    trainable, total = count_parameters(policy)
+    trainable, total = adapters.count_parameters(policy)
     stage.record({"trainable_params": trainable, "total_params": total})
 
     stage.measure_oracle(policy, tokenizer, suffix="_before")
-    final = trainer.train()
+    checkpoints.resume(trainer, stage)  # checkpoint-<step>/ every trainer.save_steps; restore the newest one
+    try:
+        final = trainer.train()
+    finally:
+        step_log.close()
     history = trainer.history
-    write_atomic(stage.dir / "log_history.jsonl", "".join(json.dumps(h) + "\n" for h in history))
     tail = history[-max(1, len(history) // 10) :]
     stage.record({k: v for k, v in final.items()})
     for key in ("kl", "score", "response_length"):

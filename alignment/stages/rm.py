@@ -9,13 +9,8 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from alignment.models import (
-    count_parameters,
-    load_sequence_classifier,
-    load_tokenizer,
-    peft_config,
-    resolve_model_path,
-)
+from alignment import adapters
+from alignment.models import load_sequence_classifier, load_tokenizer, resolve_model_path
 from alignment.stages.inputs import preference_data
 from alignment.stages.stage_run import StageRun
 
@@ -34,7 +29,8 @@ def run(cfg: DictConfig) -> dict:
     stage = StageRun(cfg)
     path = resolve_model_path(cfg.model)
     tokenizer = load_tokenizer(path, cfg.model)
-    model = load_sequence_classifier(path, cfg.model, tokenizer)
+    model = load_sequence_classifier(path, cfg.model, tokenizer, cfg.peft)
+    adapter = adapters.prepare(model, cfg.peft, stage="rm")
 
     train_ds, eval_ds = preference_data(cfg, tokenizer, stage)
     keep = ["chosen_ids", "rejected_ids"] + (["margin"] if "margin" in train_ds.column_names else [])
@@ -49,9 +45,10 @@ def run(cfg: DictConfig) -> dict:
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         processing_class=tokenizer,
-        peft_config=peft_config(cfg.peft, task_type="SEQ_CLS"),
+        peft_config=adapter,
+        callbacks=adapters.callbacks(cfg.peft),
     )
-    trainable, total = count_parameters(trainer.model)
+    trainable, total = adapters.count_parameters(trainer.model)
     stage.record({"trainable_params": trainable, "total_params": total})
 
     stage.evaluate(trainer, suffix="_before")

@@ -10,8 +10,9 @@ import logging
 
 from omegaconf import DictConfig
 
+from alignment import adapters
 from alignment.data import load_train_eval, tokenize_sft
-from alignment.models import count_parameters, load_causal_lm, load_tokenizer, peft_config, resolve_model_path
+from alignment.models import load_causal_lm, load_tokenizer, resolve_model_path
 from alignment.stages.stage_run import StageRun
 
 log = logging.getLogger("alignment")
@@ -23,7 +24,8 @@ def run(cfg: DictConfig) -> dict:
     stage = StageRun(cfg)
     model_path = resolve_model_path(cfg.model)
     tokenizer = load_tokenizer(model_path, cfg.model)
-    model = load_causal_lm(model_path, cfg.model)
+    model = load_causal_lm(model_path, cfg.model, cfg.peft)
+    adapter = adapters.prepare(model, cfg.peft, stage="sft")
 
     train_rows, eval_rows = load_train_eval(cfg.data, kind="sft", seed=cfg.seed)
     encode = {"max_length": cfg.data.max_length, "train_on": cfg.data.train_on}
@@ -38,9 +40,10 @@ def run(cfg: DictConfig) -> dict:
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         processing_class=tokenizer,
-        peft_config=peft_config(cfg.peft),
+        peft_config=adapter,
+        callbacks=adapters.callbacks(cfg.peft),
     )
-    trainable, total = count_parameters(trainer.model)
+    trainable, total = adapters.count_parameters(trainer.model)
     stage.record({"trainable_params": trainable, "total_params": total})
 
     stage.evaluate(trainer, suffix="_before")

@@ -216,11 +216,14 @@ class StageRun:
         """Save model and tokenizer to ``<subdir>/`` atomically (a temp dir renamed when complete).
 
         A PEFT model also saves its adapter to ``adapter/`` (with the base model's id); with ``peft.merge=true``
-        ``<subdir>/`` then holds the merged plain HF model, else the adapter.
+        ``<subdir>/`` then holds the merged plain HF model, else (or for prompt learning, which cannot merge) the
+        adapter, which ``load_causal_lm`` loads on its base.
         """
         if hasattr(model, "peft_config"):
+            from alignment.adapters import can_merge
+
             self._save_dir(self.dir / ("adapter" if subdir == "model" else f"{subdir}_adapter"), model, tokenizer)
-            if not self.cfg.peft.get("merge", True):
+            if not self.cfg.peft.get("merge", True) or not can_merge(model):
                 return self._save_dir(self.dir / subdir, model, tokenizer)
             model = model.merge_and_unload()
         return self._save_dir(self.dir / subdir, model, tokenizer)

@@ -1,0 +1,317 @@
+"""Fine-tuning methods behind ``peft=``: full, freeze, the LoRA family, AdaLoRA, IA3, prompt learning and QLoRA.
+
+A stage loads its model with ``load_kwargs`` (4-bit weights for QLoRA), then calls ``prepare(model, cfg.peft,
+stage=...)`` before building its trainer: that checks the method suits the stage, freezes parameters for
+``freeze``, and returns the peft config to hand to TRL (None when no adapter is added). ``callbacks`` gives the
+trainer callbacks a method needs (AdaLoRA's rank budget schedule).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from omegaconf import DictConfig
+from transformers import TrainerCallback
+
+from alignment.errors import AlignmentError
+
+log = logging.getLogger("alignment")
+
+FULL = ("none", "full")
+LORA_FAMILY = ("lora", "dora", "rslora", "adalora", "ia3", "qlora")
+PROMPT_LEARNING = ("prompt_tuning", "p_tuning", "prefix_tuning")
+METHODS = (*FULL, "freeze", *LORA_FAMILY, *PROMPT_LEARNING)
+
+# Which methods each stage trains with. Prompt learning prepends virtual tokens, which only SFT's loss accounts for;
+# PPO's and GRPO's references are the policy with its adapter disabled, which needs a LoRA-style adapter, and
+# AdaLoRA's budget schedule and freeze are only wired into the HF-Trainer stages.
+_OFFLINE = (*FULL, "freeze", *LORA_FAMILY)
+STAGE_METHODS: dict[str, tuple[str, ...]] = {
+    "sft": METHODS,
+    "dpo": _OFFLINE,
+    "kto": _OFFLINE,
+    "orpo": _OFFLINE,
+    "rm": _OFFLINE,
+    "grpo": (*FULL, "lora", "dora", "rslora"),
+    "rloo": (*FULL, "lora", "dora", "rslora"),
+    "ppo": (*FULL, "lora", "dora", "rslora"),
+}
+_CLASSIFIER_HEADS = ("score", "classifier")
+
+
+def validate(peft_cfg: DictConfig, stage: str) -> None:
+    """Fail before any training when ``peft.method`` is unknown, unsupported by ``stage``, or needs missing hardware."""
+    method = str(peft_cfg.method)
+    if method not in METHODS:
+        raise AlignmentError(f"peft.method='{method}' is unknown; choose one of: {', '.join(METHODS)}")
+    allowed = STAGE_METHODS.get(stage, METHODS)
+    if method not in allowed:
+        raise AlignmentError(
+            f"peft={method} does not work with stage={stage}; for stage={stage} use one of: {', '.join(allowed)}"
+        )
+    if method in LORA_FAMILY and method != "ia3" and int(peft_cfg.r) <= 0:
+        raise AlignmentError(f"peft.r must be a positive integer, got {peft_cfg.r}")
+    if method in PROMPT_LEARNING and int(peft_cfg.num_virtual_tokens) <= 0:
+        raise AlignmentError(f"peft.num_virtual_tokens must be a positive integer, got {peft_cfg.num_virtual_tokens}")
+    if method == "qlora":
+        _check_qlora_available()
+
+
+def _check_qlora_available() -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise AlignmentError(
+            "peft=qlora loads 4-bit NF4 weights with bitsandbytes, which needs a CUDA GPU, and none is available; "
+            "use peft=lora on this machine, or run on a machine with an NVIDIA GPU"
+        )
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as err:
+        raise AlignmentError(
+            "peft=qlora needs the bitsandbytes package: pip install 'alignment[qlora]' (or pip install bitsandbytes)"
+        ) from err
+
+
+def load_kwargs(peft_cfg: DictConfig) -> dict:
+    """Extra ``from_pretrained`` arguments of a method: QLoRA's 4-bit NF4 quantisation, nothing for the others."""
+    if str(peft_cfg.method) != "qlora":
+        return {}
+    _check_qlora_available()
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    quant = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute,
+        bnb_4bit_quant_storage=compute,
+    )
+    return {"quantization_config": quant, "dtype": compute}
+
+
+def prepare(model, peft_cfg: DictConfig, stage: str):
+    """Check the method against ``stage``, freeze what ``freeze`` leaves out, and return the peft config or None.
+
+    The task type follows the model: a sequence classifier (reward or value model) gets ``SEQ_CLS``, whose score
+    head peft keeps trainable (``modules_to_save``).
+    """
+    validate(peft_cfg, stage)
+    method = str(peft_cfg.method)
+    if method == "freeze":
+        freeze(model, peft_cfg)
+        return None
+    if method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return peft_config(peft_cfg, task_type=task_type_of(model), model=model)
+
+
+def task_type_of(model) -> str:
+    """``SEQ_CLS`` for a sequence classifier, else ``CAUSAL_LM``."""
+    return "SEQ_CLS" if type(model).__name__.endswith("ForSequenceClassification") else "CAUSAL_LM"
+
+
+def peft_config(peft_cfg: DictConfig, task_type: str = "CAUSAL_LM", model=None):
+    """The peft config of ``peft.method``, or None for methods that add no adapter (full, freeze)."""
+    method = str(peft_cfg.method)
+    if method in (*FULL, "freeze"):
+        return None
+    if method not in METHODS:
+        raise AlignmentError(f"peft.method='{method}' is unknown; choose one of: {', '.join(METHODS)}")
+    targets = list(peft_cfg.target_modules)
+    target_modules = "all-linear" if targets == ["all-linear"] else targets
+    if method in ("lora", "dora", "rslora", "qlora"):
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=int(peft_cfg.r),
+            lora_alpha=int(peft_cfg.alpha),
+            lora_dropout=float(peft_cfg.dropout),
+            target_modules=target_modules,
+            use_dora=method == "dora",
+            use_rslora=method == "rslora",
+            task_type=task_type,
+        )
+    if method == "adalora":
+        from peft import AdaLoraConfig
+
+        init_r = int(peft_cfg.init_r or round(1.5 * int(peft_cfg.r)))
+        # total_step is a placeholder: AdaLoraSchedule sets it from the trainer's step count when training begins.
+        return AdaLoraConfig(
+            init_r=max(init_r, int(peft_cfg.r)),
+            target_r=int(peft_cfg.r),
+            lora_alpha=int(peft_cfg.alpha),
+            lora_dropout=float(peft_cfg.dropout),
+            target_modules=target_modules,
+            total_step=100,
+            tinit=10,
+            tfinal=20,
+            deltaT=1,
+            task_type=task_type,
+        )
+    if method == "ia3":
+        from peft import IA3Config
+
+        # IA3 scales keys, values and the MLP's input; "all-linear" means peft's own per-architecture default here.
+        return IA3Config(target_modules=None if targets == ["all-linear"] else targets, task_type=task_type)
+    return _prompt_learning_config(method, peft_cfg, task_type, model)
+
+
+def _prompt_learning_config(method: str, peft_cfg: DictConfig, task_type: str, model):
+    from peft import PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig
+
+    tokens = int(peft_cfg.num_virtual_tokens)
+    if method == "prefix_tuning":
+        return PrefixTuningConfig(num_virtual_tokens=tokens, task_type=task_type)
+    if method == "p_tuning":
+        return PromptEncoderConfig(
+            num_virtual_tokens=tokens, encoder_hidden_size=int(peft_cfg.encoder_hidden_size), task_type=task_type
+        )
+    init = str(peft_cfg.prompt_init).lower()
+    if init == "random":
+        return PromptTuningConfig(num_virtual_tokens=tokens, prompt_tuning_init="RANDOM", task_type=task_type)
+    if init != "text":
+        raise AlignmentError(f"peft.prompt_init='{peft_cfg.prompt_init}' must be random or text")
+    text = peft_cfg.prompt_init_text
+    if not text:
+        raise AlignmentError("peft.prompt_init=text needs peft.prompt_init_text='<words to start the prompt from>'")
+    source = getattr(getattr(model, "config", None), "_name_or_path", None) or getattr(model, "name_or_path", None)
+    if not source:
+        raise AlignmentError("peft.prompt_init=text needs the model's tokenizer; use peft.prompt_init=random")
+    return PromptTuningConfig(
+        num_virtual_tokens=tokens,
+        prompt_tuning_init="TEXT",
+        prompt_tuning_init_text=str(text),
+        tokenizer_name_or_path=str(source),
+        task_type=task_type,
+    )
+
+
+# -- freeze --------------------------------------------------------------------------------------------------------
+_LAYER_INDEX = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)\.")
+
+
+def freeze(model, peft_cfg: DictConfig) -> list[str]:
+    """Train only some decoder layers (LLaMA-Factory semantics) and return the names of the trainable parameters.
+
+    ``freeze_trainable_layers``: N > 0 trains the last N layers, N < 0 the first |N|. ``freeze_trainable_modules``:
+    ``all`` or comma-separated module names inside those layers (``mlp,self_attn``). ``freeze_extra_modules``:
+    comma-separated modules outside the layers that train too (``embed_tokens,norm``). A classifier head always trains.
+    """
+    n_layers = _num_layers(model)
+    n = int(peft_cfg.freeze_trainable_layers)
+    if n == 0 or abs(n) > n_layers:
+        raise AlignmentError(
+            f"peft.freeze_trainable_layers={n} must be between -{n_layers} and {n_layers} and not 0 "
+            f"(the model has {n_layers} layers; positive = last N, negative = first N)"
+        )
+    layers = set(range(n_layers - n, n_layers)) if n > 0 else set(range(-n))
+    modules = _split(peft_cfg.freeze_trainable_modules) or ["all"]
+    extra = _split(peft_cfg.get("freeze_extra_modules"))
+    names = [name for name, _ in model.named_parameters()]
+    for wanted in [m for m in modules if m != "all"] + extra:
+        if not any(f".{wanted}." in f".{name}" for name in names):
+            raise AlignmentError(
+                f"peft freeze: no parameter of the model matches module '{wanted}' "
+                f"(freeze_trainable_modules / freeze_extra_modules); examples of names: {', '.join(names[:4])}"
+            )
+    trainable = []
+    for name, param in model.named_parameters():
+        match = _LAYER_INDEX.search(name)
+        if match:
+            keep = int(match.group(1)) in layers and ("all" in modules or any(f".{m}." in name for m in modules))
+        else:
+            keep = any(f".{m}." in f".{name}" for m in (*extra, *_CLASSIFIER_HEADS))
+        param.requires_grad_(keep)
+        if keep:
+            trainable.append(name)
+    log.info("freeze: %d of %d parameter tensors train (layers %s)", len(trainable), len(names), sorted(layers))
+    return trainable
+
+
+def _num_layers(model) -> int:
+    config = getattr(model, "config", None)
+    n = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
+    if not n:
+        indices = {int(m.group(1)) for name, _ in model.named_parameters() if (m := _LAYER_INDEX.search(name))}
+        n = max(indices) + 1 if indices else 0
+    if not n:
+        raise AlignmentError("peft=freeze cannot find the model's decoder layers; use peft=lora instead")
+    return int(n)
+
+
+def _split(value) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return [str(v).strip() for v in value if str(v).strip()]
+
+
+# -- training-time helpers -----------------------------------------------------------------------------------------
+def callbacks(peft_cfg: DictConfig) -> list:
+    """Trainer callbacks the method needs: AdaLoRA's rank reallocation; none for the others."""
+    return [AdaLoraSchedule()] if str(peft_cfg.method) == "adalora" else []
+
+
+def _adalora_schedule(total: int) -> dict[str, int]:
+    """AdaLoRA's phases for ``total`` optimiser steps: 10% warm-up at full rank, 20% final at the target budget."""
+    total = max(int(total), 3)
+    tinit = max(1, total // 10)
+    tfinal = max(1, total // 5)
+    tfinal = min(tfinal, total - tinit - 1)
+    return {"total_step": total, "tinit": tinit, "tfinal": tfinal, "deltaT": max(1, (total - tinit - tfinal) // 10)}
+
+
+class AdaLoraSchedule(TrainerCallback):
+    """Sets AdaLoRA's step schedule from the trainer's real step count and reallocates ranks after each step.
+
+    peft's AdaLoRA needs ``total_step`` up front and ``update_and_allocate`` after every optimiser step; the HF
+    Trainer does neither, and the step count is only known once the trainer has sized its dataloader.
+    """
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        tuner = _adalora_tuner(model)
+        if tuner is None:
+            return
+        config = tuner.peft_config[tuner.trainable_adapter_name]
+        schedule = _adalora_schedule(state.max_steps)
+        for key, value in schedule.items():
+            setattr(config, key, value)
+        tuner.rankallocator.set_total_step(config.total_step)
+        log.info("adalora schedule: %s", schedule)
+
+    def on_optimizer_step(self, args, state, control, model=None, **kwargs):
+        # after optimizer.step and before zero_grad, as peft requires; global_step is this step's index
+        tuner = _adalora_tuner(model)
+        if tuner is not None:
+            tuner.update_and_allocate(state.global_step)
+
+
+def _adalora_tuner(model):
+    from peft.tuners.adalora import AdaLoraModel
+
+    inner = getattr(model, "module", model)  # DDP wrapper
+    tuner = getattr(inner, "base_model", None)
+    return tuner if isinstance(tuner, AdaLoraModel) else None
+
+
+# -- counting and saving -------------------------------------------------------------------------------------------
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameter counts; with peft the total includes the frozen base model."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def can_merge(model) -> bool:
+    """Whether a peft model's adapter folds into its base weights (prompt-learning adapters do not)."""
+    config = getattr(model, "peft_config", None)
+    if not config:
+        return False
+    return not any(c.is_prompt_learning for c in config.values()) and hasattr(model, "merge_and_unload")
