@@ -33,6 +33,10 @@ def _run(cfg: DictConfig) -> None:
     try:
         with open_dict(cfg):
             cfg.output_dir = HydraConfig.get().runtime.output_dir
+        from alignment.launch import maybe_launch
+
+        if maybe_launch(cfg, list(HydraConfig.get().overrides.task)):
+            return  # the launched processes did the work (or distributed.dry_run printed their command)
         if cfg.get("pipeline"):
             from alignment.pipeline import run_pipeline
 

@@ -21,6 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from alignment.errors import AlignmentError
+from alignment.launch import barrier, is_main_process
 from alignment.stages.stage_run import write_atomic
 
 log = logging.getLogger("alignment")
@@ -97,6 +98,7 @@ def run_pipeline(cfg: DictConfig, task_overrides: list[str]) -> dict[str, Any]:
     manifest_path = run_dir / "pipeline.json"
     manifest = _read_manifest(manifest_path, pipe.name)
     previous = {s["name"]: s for s in manifest["steps"]}
+    barrier()  # every rank reads the manifest before rank 0 rewrites it
     overrides = _step_overrides(task_overrides)
     outputs: dict[str, str] = {}
     hashes: dict[str, str] = {}
@@ -165,6 +167,8 @@ def _read_manifest(path: Path, name: str) -> dict:
 
 
 def _write_manifest(path: Path, name: str, steps: list[dict]) -> None:
+    if not is_main_process():
+        return
     write_atomic(path, json.dumps({"pipeline": name, "steps": steps}, indent=2) + "\n")
 
 

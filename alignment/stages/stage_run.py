@@ -24,6 +24,14 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from alignment.errors import AlignmentError
+from alignment.launch import (
+    barrier,
+    defer_evaluation,
+    full_state_dict,
+    is_main_process,
+    peak_rss_mb,
+    trainer_values,
+)
 from alignment.secrets import scrub
 
 log = logging.getLogger("alignment")
@@ -59,7 +67,11 @@ class StageRun:
             self._check_resumable()
             self._clear_unfinished()
         self._write_config()
-        self._log_handler = logging.FileHandler(self.dir / "train.log", encoding="utf-8")
+        self._log_handler = (
+            logging.FileHandler(self.dir / "train.log", encoding="utf-8")
+            if is_main_process()
+            else logging.NullHandler()
+        )
         self._log_handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
         logging.getLogger().addHandler(self._log_handler)
 
@@ -73,6 +85,8 @@ class StageRun:
         return self.dir / "model"
 
     def _clear(self) -> None:
+        if not is_main_process():  # only rank 0 touches files; the others wait for its outputs
+            return
         for child in self.dir.iterdir():
             if child.is_dir():
                 shutil.rmtree(child)
@@ -80,6 +94,8 @@ class StageRun:
                 child.unlink()
 
     def _write_config(self) -> None:
+        if not is_main_process():
+            return
         resolved = OmegaConf.to_container(self.cfg, resolve=True)
         text = OmegaConf.to_yaml(OmegaConf.create(scrub(resolved)))
         write_atomic(self.dir / "config.yaml", text)
@@ -105,6 +121,8 @@ class StageRun:
 
         Outputs are only trusted with a ``metrics.json`` beside them; a resumed run rewrites them all.
         """
+        if not is_main_process():
+            return
         for child in self.dir.iterdir():
             if child.name.startswith(".") or child.name in ("metrics.json", *_OUTPUT_DIRS):
                 _remove(child)
@@ -125,6 +143,7 @@ class StageRun:
         validate_trainer_values(values)
         # Pass only what differs from TRL's defaults: TRL then derives the rest itself, and deprecated aliases
         # (gradient_checkpointing -> activation_checkpointing) are not set twice.
+        values = trainer_values(values, self.cfg.distributed)
         values = {k: v for k, v in values.items() if v != _trl_default(config_cls, k)}
         if values.get("bf16") is None and "bf16" in {f.name for f in dataclasses.fields(config_cls)}:
             values["bf16"] = _bf16_supported()
@@ -145,13 +164,17 @@ class StageRun:
     def evaluate(self, trainer, suffix: str = "") -> None:
         """Held-out metrics of the trainer's model (same masks as training), recorded as ``<key><suffix>``."""
         if trainer.eval_dataset is not None:
+            if defer_evaluation(trainer, lambda metrics: self.record(metrics, suffix)):
+                return
             self.record(trainer.evaluate(), suffix)
 
     def measure_oracle(self, model, tokenizer, suffix: str = "") -> None:
         """Record ``oracle_reward<suffix>`` when the data has an oracle; keep the scored samples beside it."""
         from alignment.oracle_eval import oracle_reward
 
-        value = oracle_reward(model, tokenizer, self.cfg, samples_path=self.dir / f"oracle_samples{suffix}.jsonl")
+        # Every rank generates (ZeRO-3 needs them all for each forward); rank 0 keeps the samples.
+        samples = self.dir / f"oracle_samples{suffix}.jsonl" if is_main_process() else None
+        value = oracle_reward(model, tokenizer, self.cfg, samples_path=samples)
         if value is not None:
             self.metrics[f"oracle_reward{suffix}"] = value
 
@@ -196,6 +219,18 @@ class StageRun:
         if tokens and runtime:
             self.metrics["tokens_per_second"] = tokens / runtime
         self.metrics["world_size"] = trainer.args.world_size
+        args = trainer.args
+        self.metrics["global_batch_size"] = (
+            args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+        )
+        self.metrics["peak_rss_mb"] = _peak_rss_all_ranks(trainer)
+        log.info(
+            "%s: world size %d, global batch size %d, peak RSS per rank %.0f MiB",
+            self.name,
+            args.world_size,
+            self.metrics["global_batch_size"],
+            self.metrics["peak_rss_mb"],
+        )
         self._write_log_history(trainer.state.log_history)
 
     def record(self, metrics: dict[str, Any], suffix: str = "") -> None:
@@ -208,6 +243,8 @@ class StageRun:
             self.metrics[f"{key}{suffix}"] = value
 
     def _write_log_history(self, history: list[dict]) -> None:
+        if not is_main_process():
+            return
         text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in history)
         write_atomic(self.dir / "log_history.jsonl", text)
 
@@ -229,9 +266,14 @@ class StageRun:
         return self._save_dir(self.dir / subdir, model, tokenizer)
 
     def _save_dir(self, target: Path, model, tokenizer) -> Path:
+        # Under ZeRO-3 every rank takes part in gathering the whole weights onto rank 0, which alone writes them.
+        state = full_state_dict(model)
+        if not is_main_process():
+            barrier()  # wait for rank 0's files: the next stage reads them
+            return target
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=self.dir))
         try:
-            model.save_pretrained(tmp, safe_serialization=True)
+            model.save_pretrained(tmp, safe_serialization=True, state_dict=state)
             if tokenizer is not None:
                 tokenizer.save_pretrained(tmp)
             _replace_dir(tmp, target)
@@ -245,15 +287,26 @@ class StageRun:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        barrier()
         return target
 
     def finish(self) -> dict[str, float]:
         """Write ``metrics.json`` (atomically, last): the stage is complete."""
-        write_atomic(self.dir / "metrics.json", json.dumps(self.metrics, indent=2, sort_keys=True) + "\n")
+        if is_main_process():
+            write_atomic(self.dir / "metrics.json", json.dumps(self.metrics, indent=2, sort_keys=True) + "\n")
         logging.getLogger().removeHandler(self._log_handler)
         self._log_handler.close()
         log.info("%s finished: %s", self.name, self.dir)
         return dict(self.metrics)
+
+
+def _peak_rss_all_ranks(trainer) -> float:
+    """The largest peak resident memory (MiB) over all ranks so far."""
+    import torch
+
+    acc = trainer.accelerator
+    peak = torch.tensor([peak_rss_mb()], dtype=torch.float64, device=acc.device)
+    return float(acc.gather(peak).max()) if acc.num_processes > 1 else float(peak)
 
 
 def validate_trainer_values(values: dict[str, Any]) -> None:
