@@ -1,0 +1,140 @@
+"""Crash and resume: SIGKILL a stage (or a pipeline mid-second-step) after its first checkpoint, re-run the command.
+
+The resumed run must continue from the checkpoint with model, optimiser, scheduler, RNG and data position restored:
+every logged loss and the final eval loss equal an uninterrupted run's. Short runs on one thread each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, cli_env, read_metrics, run_cli
+
+pytestmark = pytest.mark.slow
+
+# 24 rows / batch 4 = 6 steps an epoch, 2 epochs; the first checkpoint (step 6) is on the epoch boundary.
+SFT_ARGS = [
+    "stage=sft",
+    "data.max_train_rows=24",
+    "data.max_eval_rows=16",
+    "data.max_length=128",
+    "oracle_eval.enabled=false",
+    "trainer.num_train_epochs=2",
+    "trainer.per_device_train_batch_size=4",
+    "trainer.save_steps=6",
+    "trainer.save_total_limit=1",
+    "trainer.logging_steps=1",
+    "trainer.warmup_steps=2",
+]
+ENV = cli_env(OMP_NUM_THREADS="1")
+
+
+def start(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "alignment", *args],
+        cwd=REPO,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def kill_after_checkpoint(proc: subprocess.Popen, stage_dir: Path, timeout: float = 300) -> None:
+    """SIGKILL ``proc`` as soon as ``stage_dir`` holds a complete checkpoint (its trainer_state.json exists)."""
+    deadline = time.monotonic() + timeout
+    while not any(stage_dir.glob("checkpoint-*/trainer_state.json")):
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"the run ended ({proc.returncode}) before its first checkpoint:\n{proc.stderr.read()}"
+            )
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("no checkpoint within the timeout")
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def losses(stage_dir: Path) -> dict[int, float]:
+    rows = [json.loads(line) for line in (stage_dir / "log_history.jsonl").read_text(encoding="utf-8").splitlines()]
+    return {row["step"]: row["loss"] for row in rows if "loss" in row}
+
+
+def test_sft_resumes_after_sigkill_with_the_same_result(tmp_path):
+    ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
+    ref = start(*SFT_ARGS, f"output_dir={ref_dir}")
+    victim = start(*SFT_ARGS, f"output_dir={run_dir}")
+    kill_after_checkpoint(victim, run_dir / "sft")
+    assert victim.returncode == -signal.SIGKILL
+    # Nothing finished-looking after the kill: no metrics.json, no model/.
+    assert not (run_dir / "sft" / "metrics.json").exists()
+    assert not (run_dir / "sft" / "model").exists()
+    assert ref.wait(timeout=600) == 0, ref.stderr.read()
+
+    run_cli(*SFT_ARGS, f"output_dir={run_dir}", env=ENV)
+    got, want = read_metrics(run_dir / "sft"), read_metrics(ref_dir / "sft")
+    assert got["resumed_from_step"] > 0
+    assert got["global_step"] == want["global_step"] == 12  # an epoch-boundary resume still runs epoch 2
+    assert got["eval_loss"] == pytest.approx(want["eval_loss"], rel=1e-5)
+    # Same data in the same order after the resume: every step's loss matches, none re-trained or skipped.
+    assert sorted(losses(run_dir / "sft")) == list(range(1, 13))
+    assert losses(run_dir / "sft") == pytest.approx(losses(ref_dir / "sft"), rel=1e-5)
+    # trainer.save_total_limit=1 is honoured, with HF's checkpoint-<step> naming.
+    assert [p.name for p in (run_dir / "sft").glob("checkpoint-*")] == ["checkpoint-12"]
+    assert (run_dir / "sft" / "model" / "model.safetensors").exists()
+
+    # The same command again: finished, not retrained.
+    before = (run_dir / "sft" / "metrics.json").stat().st_mtime_ns
+    again = run_cli(*SFT_ARGS, f"output_dir={run_dir}", env=ENV)
+    assert "finished earlier" in again.stdout
+    assert (run_dir / "sft" / "metrics.json").stat().st_mtime_ns == before
+    # (Another config on the same dir is refused: tests/test_errors.py, case config_changed.)
+
+
+PIPE_ARGS = [
+    "pipeline=dpo",
+    "data.max_train_rows=24",
+    "data.max_eval_rows=16",
+    "data.max_length=128",
+    "oracle_eval.enabled=false",
+    "trainer.num_train_epochs=1",
+    "trainer.per_device_train_batch_size=4",
+    "trainer.save_steps=2",
+    "trainer.logging_steps=1",
+    "trainer.warmup_steps=1",
+]
+
+
+def test_pipeline_resumes_mid_second_step_and_reruns_after_a_config_edit(tmp_path):
+    out = tmp_path / "pipe"
+    victim = start(*PIPE_ARGS, f"output_dir={out}")
+    kill_after_checkpoint(victim, out / "dpo")
+    sft_done = (out / "sft" / "metrics.json").stat().st_mtime_ns
+    manifest = json.loads((out / "pipeline.json").read_text(encoding="utf-8"))
+    assert [s["status"] for s in manifest["steps"]] == ["done", "running"]
+    assert not (out / "dpo" / "metrics.json").exists() and not (out / "dpo" / "model").exists()
+
+    resumed = run_cli(*PIPE_ARGS, f"output_dir={out}", env=ENV)
+    assert "sft: done earlier with the same config; skipped" in resumed.stdout
+    assert (out / "sft" / "metrics.json").stat().st_mtime_ns == sft_done
+    dpo = read_metrics(out / "dpo")
+    assert dpo["resumed_from_step"] > 0 and dpo["global_step"] == 6
+    manifest = json.loads((out / "pipeline.json").read_text(encoding="utf-8"))
+    assert [s["status"] for s in manifest["steps"]] == ["done", "done"]
+
+    # Editing the first step's config re-runs it and every later step, from scratch, and says so in one line.
+    edited = run_cli(*PIPE_ARGS, "+pipeline.steps.sft.trainer.learning_rate=0.001", f"output_dir={out}", env=ENV)
+    notices = [line for line in edited.stdout.splitlines() if "config changed" in line]
+    assert len(notices) == 1 and notices[0].startswith("[pipeline] sft:")
+    assert (out / "sft" / "metrics.json").stat().st_mtime_ns != sft_done
+    assert "resumed_from_step" not in read_metrics(out / "dpo")
+    assert read_metrics(out / "dpo")["global_step"] == 6
