@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import traceback
+from pathlib import Path
 
 # Quiet, offline-friendly defaults before heavy imports read them.
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -22,6 +23,7 @@ from omegaconf import DictConfig, open_dict  # noqa: E402
 from alignment.config import register_configs  # noqa: E402
 from alignment.errors import AlignmentError  # noqa: E402
 from alignment.paths import CONF_DIR  # noqa: E402
+from alignment.secrets import install_log_filter, scrub_files  # noqa: E402
 
 log = logging.getLogger("alignment")
 register_configs()
@@ -30,6 +32,10 @@ register_configs()
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def _run(cfg: DictConfig) -> None:
     debug = bool(cfg.get("debug", False))
+    hydra_cfg = HydraConfig.get()
+    install_log_filter()
+    if hydra_cfg.output_subdir:  # Hydra saved the raw command line (maybe with a token) before we ran
+        scrub_files(sorted((Path(hydra_cfg.runtime.output_dir) / hydra_cfg.output_subdir).glob("*.yaml")))
     try:
         with open_dict(cfg):
             cfg.output_dir = HydraConfig.get().runtime.output_dir

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from alignment.errors import AlignmentError
 from alignment.launch import barrier, is_main_process
-from alignment.stages.stage_run import write_atomic
+from alignment.stages.stage_run import finished_metrics, write_atomic
 
 log = logging.getLogger("alignment")
 
@@ -113,14 +113,16 @@ def run_pipeline(cfg: DictConfig, task_overrides: list[str]) -> dict[str, Any]:
         stage_dir = run_dir / name
         outputs[name] = str(stage_dir / "model")
         old = previous.get(name)
-        finished = old and old.get("status") == "done" and (stage_dir / "metrics.json").exists()
+        # metrics.json is written last: with the same stage config hash, a step killed after it counts as done too.
+        finished = old and (stage_dir / "metrics.json").exists()
+        finished = finished and (old.get("status") == "done" or finished_metrics(step_cfg) is not None)
         if finished and old.get("config_hash") == digest and not rerun_rest:
             log.info("step %s: finished earlier with the same config, skipping", name)
             print(f"[pipeline] {name}: done earlier with the same config; skipped")
-            steps.append(old)
+            steps.append(dict(old, status="done"))
             results[name] = json.loads((stage_dir / "metrics.json").read_text(encoding="utf-8"))
             continue
-        if old and old.get("config_hash") != digest:
+        if old and old.get("config_hash") != digest and not rerun_rest:  # one line, for the first changed step
             what = "finished" if finished else "started"
             print(f"[pipeline] {name}: config changed since it {what}; running it and every later step again")
             rerun_rest = True

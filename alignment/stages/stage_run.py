@@ -32,7 +32,7 @@ from alignment.launch import (
     peak_rss_mb,
     trainer_values,
 )
-from alignment.secrets import scrub
+from alignment.secrets import SecretFilter, scrub
 
 log = logging.getLogger("alignment")
 
@@ -73,6 +73,7 @@ class StageRun:
             else logging.NullHandler()
         )
         self._log_handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
+        self._log_handler.addFilter(SecretFilter())
         logging.getLogger().addHandler(self._log_handler)
 
     @property
