@@ -212,6 +212,12 @@ def _prepare_launched(dist: DictConfig) -> None:
     if dist.backend in ("ddp", "fsdp") and not torch.cuda.is_available():
         # accelerate's launcher resets this to False; without it DDP/FSDP on CPU would fall back to one process.
         os.environ["ACCELERATE_USE_CPU"] = "true"
+    if dist.backend in DEEPSPEED_BACKENDS and not torch.cuda.is_available() and not os.environ.get("ALIGNMENT_DS_SHM"):
+        # DeepSpeed on CPU would JIT-compile a shared-memory all-reduce first (minutes, needs a C++ compiler);
+        # gloo alone is correct, and CPU runs are for tests and CI. ALIGNMENT_DS_SHM=1 keeps the fast path.
+        import deepspeed.ops
+
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     if not is_main_process():
         logging.getLogger().setLevel(logging.WARNING)
     if world_size() > 1:
