@@ -291,6 +291,23 @@ class StageRun:
         barrier()
         return target
 
+    def fit(self, trainer, tokenizer, oracle: bool = True) -> dict[str, float]:
+        """The recipe every TRL stage shares: held-out metrics (and oracle reward) before, train (resuming when a
+        checkpoint exists), the same after, save the model, write ``metrics.json``."""
+        from alignment.adapters import count_parameters
+
+        trainable, total = count_parameters(trainer.model)
+        self.record({"trainable_params": trainable, "total_params": total})
+        self.evaluate(trainer, suffix="_before")
+        if oracle:
+            self.measure_oracle(trainer.model, tokenizer, suffix="_before")
+        self.train(trainer)
+        self.evaluate(trainer)
+        if oracle:
+            self.measure_oracle(trainer.model, tokenizer)
+        self.save_model(trainer.model, tokenizer)
+        return self.finish()
+
     def finish(self) -> dict[str, float]:
         """Write ``metrics.json`` (atomically, last): the stage is complete."""
         if is_main_process():
