@@ -18,8 +18,6 @@ import pytest
 
 from tests.conftest import REPO, cli_env, read_metrics, run_cli
 
-pytestmark = pytest.mark.slow
-
 # 24 rows / batch 4 = 6 steps an epoch, 2 epochs; the first checkpoint (step 6) is on the epoch boundary.
 SFT_ARGS = [
     "stage=sft",
@@ -69,6 +67,7 @@ def losses(stage_dir: Path) -> dict[int, float]:
     return {row["step"]: row["loss"] for row in rows if "loss" in row}
 
 
+@pytest.mark.slow
 def test_sft_resumes_after_sigkill_with_the_same_result(tmp_path):
     ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
     ref = start(*SFT_ARGS, f"output_dir={ref_dir}")
@@ -114,6 +113,7 @@ PIPE_ARGS = [
 ]
 
 
+@pytest.mark.slow
 def test_pipeline_resumes_mid_second_step_and_reruns_after_a_config_edit(tmp_path):
     out = tmp_path / "pipe"
     victim = start(*PIPE_ARGS, f"output_dir={out}")
@@ -138,3 +138,72 @@ def test_pipeline_resumes_mid_second_step_and_reruns_after_a_config_edit(tmp_pat
     assert (out / "sft" / "metrics.json").stat().st_mtime_ns != sft_done
     assert "resumed_from_step" not in read_metrics(out / "dpo")
     assert read_metrics(out / "dpo")["global_step"] == 6
+
+
+# -- PPO (our own loop): checkpoint-<step>/ then a fresh trainer resumes it, in process on a tiny random model -------
+def _ppo_trainer(tok, save_steps: int, stage_dir: Path, max_steps: int = 4):
+    import torch
+    from datasets import Dataset
+    from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen2ForSequenceClassification
+
+    from alignment.rl.checkpoint import CheckpointCallback
+    from alignment.rl.ppo import PPOSettings, PPOTrainer
+
+    def config(**extra):
+        sizes = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+        return Qwen2Config(vocab_size=len(tok), num_key_value_heads=2, pad_token_id=tok.pad_token_id, **sizes, **extra)
+
+    torch.manual_seed(0)
+    policy, ref, value = (
+        Qwen2ForCausalLM(config()),
+        Qwen2ForCausalLM(config()),
+        Qwen2ForSequenceClassification(config(num_labels=1)),
+    )
+    ref.load_state_dict(policy.state_dict())
+    prompts = ["hi", "the cat", "你好", "a b c", "x y"]
+    ids = [
+        tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, return_dict=False)
+        for p in prompts
+    ]
+    data = Dataset.from_dict({"prompt_ids": ids})
+    settings = PPOSettings(
+        learning_rate=1e-2, rollout_batch_size=4, mini_batch_size=2, ppo_epochs=2, max_steps=max_steps
+    )
+    settings.max_new_tokens, settings.save_steps, settings.save_total_limit = 6, save_steps, 1
+    reward = lambda p, responses, o: [r.count("a") / max(len(r), 1) for r in responses]  # noqa: E731
+    trainer = PPOTrainer(policy, ref, value, tok, reward, data, settings, [tok.eos_token_id])
+    trainer.callbacks.append(CheckpointCallback(trainer, stage_dir, save_steps, settings.save_total_limit))
+    return trainer
+
+
+def test_ppo_checkpoint_resumes_to_the_same_result(tmp_path):
+    import torch
+
+    from alignment.rl.checkpoint import load_checkpoint
+    from alignment.stages.stage_run import checkpoint_steps
+    from alignment.tiny_model import build_tokenizer
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        tok = build_tokenizer(["hello world", "the cat sat on the mat", "你好世界", "a b c d", "x y z"] * 20, 300)
+        tok.chat_template = "{% for m in messages %}{{ m['content'] }}{{ eos_token }}{% endfor %}"
+        full = _ppo_trainer(tok, save_steps=2, stage_dir=tmp_path / "full")
+        full.train()
+        assert checkpoint_steps(tmp_path / "full") == [4]  # save_total_limit=1 kept the newest only
+
+        # A run that stops after its checkpoint at step 2 (as a crash would), then a new process's trainer resumes.
+        first = _ppo_trainer(tok, save_steps=2, stage_dir=tmp_path / "run")
+        first.settings.max_steps = 2
+        first.train()
+        resumed = _ppo_trainer(tok, save_steps=2, stage_dir=tmp_path / "run")
+        torch.manual_seed(123)  # the restored RNG state must win over whatever the new process did before
+        assert load_checkpoint(resumed, tmp_path / "run" / "checkpoint-2") == 2
+        resumed.train()
+        strip = lambda h: [{k: v for k, v in s.items() if not k.startswith("time")} for s in h]  # noqa: E731
+        assert strip(resumed.history) == strip(full.history)
+        want = dict(full.accelerator.unwrap_model(full.model).named_parameters())
+        for name, param in resumed.accelerator.unwrap_model(resumed.model).named_parameters():
+            assert torch.equal(param, want[name]), name
+    finally:
+        torch.set_num_threads(threads)

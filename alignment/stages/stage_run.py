@@ -61,6 +61,11 @@ class StageRun:
         # Fail on a bad value before loading models or data, and before touching earlier output.
         validate_trainer_values(OmegaConf.to_container(cfg.trainer, resolve=True))
         self.config_hash, self._hashed = stage_config_hash(cfg)
+        # Seed before the stage loads models: new heads (reward/value ``score``) and adapters (LoRA A) are initialised
+        # at load or wrap time, before any Trainer seeds; unseeded, two runs of one config would differ.
+        from transformers import set_seed
+
+        set_seed(int(cfg.seed))
         if self.fresh:
             self._clear()
         else:
