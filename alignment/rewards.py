@@ -43,11 +43,14 @@ class RewardFunction:
         return total
 
 
-def build_reward_fn(spec, tokenizer=None, device: str | torch.device | None = None) -> RewardFunction:
+def build_reward_fn(
+    spec, tokenizer=None, device: str | torch.device | None = None, trust_remote_code: bool = False
+) -> RewardFunction:
     """Build the weighted reward callable from a list of ``{"type", "path"|"name", "weight"}`` entries.
 
     ``tokenizer`` is only a fallback for a reward model folder without its own tokenizer; ``device`` is where reward
-    models run (default: CUDA if available, else CPU).
+    models run (default: CUDA if available, else CPU); ``trust_remote_code`` (off unless the user sets it) is passed to
+    every reward model load.
     """
     entries = [spec] if isinstance(spec, Mapping) else list(spec or [])
     if not entries:
@@ -71,7 +74,12 @@ def build_reward_fn(spec, tokenizer=None, device: str | torch.device | None = No
             if not target:
                 raise AlignmentError(f"{where}: a model source needs `path`, the reward model folder")
             scorer: Scorer = ModelReward(
-                target, tokenizer, device, batch_size=entry.get("batch_size", 8), max_length=entry.get("max_length")
+                target,
+                tokenizer,
+                device,
+                batch_size=entry.get("batch_size", 8),
+                max_length=entry.get("max_length"),
+                trust_remote_code=trust_remote_code,
             )
             name = f"model:{Path(str(target)).name}"
         elif kind == "oracle":
@@ -145,6 +153,7 @@ class ModelReward:
         device: str | torch.device | None = None,
         batch_size: int = 8,
         max_length: int | None = None,
+        trust_remote_code: bool = False,
     ) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -153,7 +162,7 @@ class ModelReward:
             raise AlignmentError(f"reward model folder {str(path)!r} does not exist; train one with stage=rm first")
         # Check the files: transformers 5 happily builds an empty tokenizer from config.json alone.
         if any((path / name).is_file() for name in _TOKENIZER_FILES):
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         elif tokenizer is not None:
             self.tokenizer = tokenizer
         else:
@@ -161,7 +170,8 @@ class ModelReward:
         if not getattr(self.tokenizer, "chat_template", None):
             raise AlignmentError(f"the tokenizer of reward model {str(path)!r} has no chat template to render prompts")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = AutoModelForSequenceClassification.from_pretrained(path).to(self.device).eval()
+        self.model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=trust_remote_code)
+        self.model = self.model.to(self.device).eval()
         if self.model.config.num_labels != 1:
             raise AlignmentError(f"reward model {str(path)!r} has num_labels={self.model.config.num_labels}; need 1")
         pad = self.tokenizer.pad_token_id
