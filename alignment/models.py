@@ -98,7 +98,7 @@ def load_causal_lm(path: str, model_cfg: DictConfig, peft_cfg: DictConfig | None
     """A causal LM from a model dir, Hub id or saved adapter dir; ``peft_cfg`` adds its load settings (QLoRA).
 
     A saved LoRA-style adapter is merged into its base on load, so the next stage trains (and takes its reference
-    from) a plain model; a prompt-learning adapter, which cannot merge, stays a trainable peft model.
+    from) a plain model; a prompt-learning adapter, which cannot merge, stays a (frozen) peft model.
     """
     from transformers import AutoModelForCausalLM
 
@@ -106,13 +106,12 @@ def load_causal_lm(path: str, model_cfg: DictConfig, peft_cfg: DictConfig | None
     try:
         base = adapter_base(path)
         if base is not None:
-            from peft import PeftModel
+            from peft import PeftConfig, PeftModel
 
-            from alignment.adapters import can_merge
-
+            prompt_learning = PeftConfig.from_pretrained(path).is_prompt_learning  # peft loads these frozen only
             model = AutoModelForCausalLM.from_pretrained(base, **kwargs)
-            model = PeftModel.from_pretrained(model, path, is_trainable=True)
-            return model.merge_and_unload() if can_merge(model) else model
+            model = PeftModel.from_pretrained(model, path, is_trainable=not prompt_learning)
+            return model if prompt_learning else model.merge_and_unload()
         return AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as err:
         raise _load_error(path, err) from err
