@@ -1,6 +1,6 @@
 """Train SFT once per fine-tuning method on the embedded task and print docs/peft.md's markdown table.
 
-Usage: python scripts/peft_table.py [--out DIR] [--methods full,lora,...] [--max-steps 80] [--threads 1]
+Usage: python scripts/peft_table.py [--out DIR] [--methods full,lora,...] [--max-steps 60] [--threads 1]
 
 Each method runs ``python -m alignment stage=sft peft=<method>`` with the same short schedule (``SCHEDULE`` below)
 and its recommended learning rate (``LEARNING_RATES``), one after another; the table reports the trainable share,
@@ -80,7 +80,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("outputs/peft_table"))
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--max-steps", type=int, default=80)
+    parser.add_argument("--max-steps", type=int, default=60)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (OMP_NUM_THREADS)")
     args = parser.parse_args()
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
