@@ -101,6 +101,12 @@ def prepare(model, peft_cfg: DictConfig, stage: str):
     """
     validate(peft_cfg, stage)
     method = str(peft_cfg.method)
+    if hasattr(model, "peft_config"):  # only prompt-learning adapters stay unmerged on load, and they load frozen
+        base = next(iter(model.peft_config.values())).base_model_name_or_path
+        raise AlignmentError(
+            f"the start model is a saved prompt-learning adapter on '{base}': it can generate and be evaluated but "
+            f"not trained further; start stage={stage} from its base (model.path={base}) or from a merged model"
+        )
     if method == "freeze":
         freeze(model, peft_cfg)
         return None

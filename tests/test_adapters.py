@@ -275,6 +275,8 @@ def test_saved_lora_adapter_loads_merged_and_prompt_adapter_loads_on_its_base(ti
     assert hasattr(loaded, "peft_config") and not adapters.can_merge(loaded)
     out = loaded.generate(input_ids=BATCH[:1], attention_mask=torch.ones_like(BATCH[:1]), max_new_tokens=4)
     assert out.shape[1] == BATCH.shape[1] + 4
+    with pytest.raises(AlignmentError, match="prompt-learning adapter.*not trained further"):
+        adapters.prepare(loaded, peft_cfg("lora"), stage="sft")
 
 
 def test_dpo_with_an_adapter_takes_its_reference_from_the_policy_without_adapter(tiny_dir):
