@@ -67,3 +67,58 @@ def test_a_run_never_writes_a_secret(tmp_path):
     leaks = [f"{p}: {name}" for p in files for name, value in SECRETS.items() if value.encode() in p.read_bytes()]
     assert not leaks
     assert f"run-{MASK}" in (out / "sft" / "config.yaml").read_text(encoding="utf-8")  # it was there, masked
+    # Safe by default: model weights are saved as safetensors only, in checkpoints too. (HF's optimizer/scheduler/RNG
+    # .pt files are read back with weights_only=True; training_args.bin is never read by a resume.)
+    weights = [p for p in files if p.name.startswith(("model", "pytorch_model", "adapter_model"))]
+    assert weights and all(p.suffix == ".safetensors" or p.name.endswith(".safetensors.index.json") for p in weights)
+    assert {p.parent.name for p in weights} >= {"model", "checkpoint-2"}
+
+
+# -- safe by default: no remote code unless asked, no pickle loads ------------------------------------------------
+def test_trust_remote_code_is_off_unless_set_and_reaches_every_load(monkeypatch, tmp_path):
+    import transformers
+    from omegaconf import OmegaConf
+
+    from alignment.config import ModelConfig
+    from alignment.models import load_causal_lm, load_sequence_classifier, load_tokenizer
+
+    seen = []
+
+    def record(name):
+        def from_pretrained(*args, **kwargs):
+            seen.append((name, kwargs.get("trust_remote_code")))
+            raise OSError("stop here")  # the loaders turn it into an AlignmentError
+
+        return from_pretrained
+
+    for cls in ("AutoTokenizer", "AutoModelForCausalLM", "AutoModelForSequenceClassification"):
+        monkeypatch.setattr(getattr(transformers, cls), "from_pretrained", record(cls))
+    for trust in (None, True):
+        cfg = OmegaConf.structured(ModelConfig)
+        if trust:
+            cfg.trust_remote_code = True
+        for load in (load_tokenizer, load_causal_lm, load_sequence_classifier):
+            with pytest.raises(Exception, match="stop here"):
+                load(str(tmp_path), cfg)
+    names = ["AutoTokenizer", "AutoModelForCausalLM", "AutoModelForSequenceClassification"]
+    assert seen == [(n, False) for n in names] + [(n, True) for n in names]
+
+
+def test_every_torch_load_in_the_package_is_weights_only():
+    import re
+    from pathlib import Path
+
+    import alignment
+
+    calls = []
+    for path in Path(alignment.__file__).parent.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        for m in re.finditer(r"torch\.load\(", text):
+            depth, end = 0, m.end() - 1
+            for end in range(m.end() - 1, len(text)):  # the call's full argument list
+                depth += {"(": 1, ")": -1}.get(text[end], 0)
+                if depth == 0:
+                    break
+            calls.append((path.name, text[m.start() : end + 1]))
+    assert calls, "expected the PPO checkpoint loader to call torch.load"
+    assert all("weights_only=True" in call for _, call in calls), calls

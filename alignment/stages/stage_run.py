@@ -27,6 +27,7 @@ from alignment.errors import AlignmentError
 from alignment.launch import (
     barrier,
     defer_evaluation,
+    forget_previous_stage,
     full_state_dict,
     is_main_process,
     peak_rss_mb,
@@ -51,6 +52,7 @@ class StageRun:
     """One stage's run: its directory, its TRL arguments, its metrics."""
 
     def __init__(self, cfg: DictConfig, name: str | None = None) -> None:
+        forget_previous_stage()  # a pipeline's earlier stage must not make this one's models load ZeRO-3-sharded
         self.cfg = cfg
         self.name = name or str(cfg.get("step") or cfg.stage)
         self.dir = Path(cfg.output_dir) / self.name
@@ -162,6 +164,8 @@ class StageRun:
         if any(f.name == "max_length" for f in dataclasses.fields(config_cls)):
             values["max_length"] = int(self.cfg.data.max_length)
         values.update(overrides)
+        # HF pickles these arguments into every checkpoint (training_args.bin): no secret may ride along.
+        values = scrub(values)
         try:
             return config_cls(**values)
         except (ValueError, TypeError) as err:
