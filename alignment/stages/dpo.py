@@ -1,17 +1,65 @@
 """Direct preference optimisation with TRL's DPOTrainer, from an SFT model that is also the reference.
 
 ``trainer.loss_type`` takes any of TRL's DPO losses (sigmoid, ipo, hinge, robust, bco_pair, sppo_hard, nca_pair,
-apo_zero, apo_down, exo_pair, discopop, ...) or a list of them with ``trainer.loss_weights``. Conservative DPO
-(label smoothing on the sigmoid loss) is ``loss_type=robust`` with ``label_smoothing`` in TRL >= 0.29.
+apo_zero, apo_down, exo_pair, discopop, sft, ...) or a list of them weighted by ``trainer.loss_weights``
+(``[sigmoid, sft]`` is RPO: DPO plus the chosen replies' NLL). Conservative DPO (cDPO, label smoothing on the sigmoid
+loss) is ``loss_type=robust`` with ``label_smoothing`` in TRL >= 0.29, where ``sigmoid`` ignores label smoothing.
 """
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+import dataclasses
+import re
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
 
 from alignment import adapters
-from alignment.stages.inputs import policy_and_reference, preference_data
+from alignment.errors import AlignmentError
+from alignment.stages.inputs import needs_separate_reference, policy_and_reference, preference_data
 from alignment.stages.stage_run import StageRun
+
+# The losses that read ``label_smoothing`` (TRL >= 0.29); elsewhere it has no effect.
+SMOOTHED_LOSSES = ("robust", "exo_pair", "aot", "aot_unpaired")
+
+
+def trl_loss_types() -> list[str]:
+    """TRL's DPO loss names, read from DPOConfig's own help so a newer TRL's losses are accepted too."""
+    from trl import DPOConfig
+
+    help_text = next(f for f in dataclasses.fields(DPOConfig) if f.name == "loss_type").metadata.get("help", "")
+    return re.findall(r"`'(\w+)'`", help_text)
+
+
+def check_loss_settings(trainer: dict[str, Any]) -> list[str]:
+    """Validate ``trainer.loss_type``/``loss_weights``/``label_smoothing`` before any model is loaded."""
+    losses = trainer.get("loss_type") or ["sigmoid"]
+    losses = [losses] if isinstance(losses, str) else [str(x) for x in losses]
+    known = trl_loss_types()
+    unknown = [x for x in losses if known and x not in known]
+    if unknown:
+        raise AlignmentError(
+            f"trainer.loss_type: unknown DPO loss {unknown[0]!r}; this TRL knows {', '.join(known)} "
+            "(a list combines losses, e.g. trainer.loss_type=[sigmoid,sft] trainer.loss_weights=[1.0,0.5])"
+        )
+    weights = trainer.get("loss_weights")
+    if weights is not None and len(weights) != len(losses):
+        raise AlignmentError(
+            f"trainer.loss_weights has {len(weights)} values for {len(losses)} losses in trainer.loss_type "
+            f"{losses}; give one weight per loss, or leave loss_weights unset for equal weights"
+        )
+    smoothing = float(trainer.get("label_smoothing") or 0.0)
+    if smoothing and not any(x in SMOOTHED_LOSSES for x in losses):
+        raise AlignmentError(
+            f"trainer.label_smoothing={smoothing} has no effect with trainer.loss_type={losses}: in TRL >= 0.29 "
+            f"only {', '.join(SMOOTHED_LOSSES)} read it. For conservative DPO use trainer.loss_type=robust "
+            "(label_smoothing in [0, 0.5)), or set trainer.label_smoothing=0"
+        )
+    if "robust" in losses and not 0.0 <= smoothing < 0.5:
+        raise AlignmentError(f"trainer.label_smoothing={smoothing} must lie in [0, 0.5) for loss_type robust")
+    if "exo_pair" in losses and smoothing == 0.0:
+        raise AlignmentError("loss_type exo_pair needs trainer.label_smoothing > 0 (the EXO paper uses 1e-3)")
+    return losses
 
 
 def run(cfg: DictConfig) -> dict:
@@ -23,8 +71,13 @@ def run(cfg: DictConfig) -> dict:
         def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
             return dataset
 
+    check_loss_settings(OmegaConf.to_container(cfg.trainer, resolve=True))
     stage = StageRun(cfg)
-    tokenizer, policy, reference, adapter = policy_and_reference(cfg)
+    # Precomputed reference log-probs come from the policy itself before its first step, unless the reference is
+    # another model: then that model is loaded (and kept) as usual.
+    precompute = bool(cfg.trainer.get("precompute_ref_log_probs", False))
+    with_reference = not precompute or needs_separate_reference(cfg)
+    tokenizer, policy, reference, adapter = policy_and_reference(cfg, with_reference=with_reference)
     train_ds, eval_ds = preference_data(cfg, tokenizer, stage)
 
     trainer = SharedEncodingDPOTrainer(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from datasets import Dataset
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from alignment import adapters
 from alignment.data import load_train_eval, tokenize_preference
@@ -23,9 +25,23 @@ def policy_and_reference(cfg: DictConfig, with_reference: bool = True):
     adapter = adapters.prepare(policy, cfg.peft, stage=str(cfg.stage))
     reference = None
     if adapter is None and with_reference:
-        reference = load_causal_lm(str(cfg.ref_model) if cfg.ref_model else path, cfg.model)
+        reference = load_causal_lm(reference_path(cfg), cfg.model)
         reference.requires_grad_(False).eval()
     return tokenizer, policy, reference, adapter
+
+
+def reference_path(cfg: DictConfig) -> str:
+    """The reference model's dir or Hub id: ``ref_model`` (a model dir or a stage dir) or else the policy's start."""
+    if not cfg.get("ref_model"):
+        return resolve_model_path(cfg.model)
+    return resolve_model_path(OmegaConf.create({**OmegaConf.to_container(cfg.model), "path": str(cfg.ref_model)}))
+
+
+def needs_separate_reference(cfg: DictConfig) -> bool:
+    """Whether ``ref_model`` names another model than the policy's start (then it must be loaded on its own)."""
+    start = resolve_model_path(cfg.model)
+    ref = reference_path(cfg)
+    return ref != start and not (Path(ref).exists() and Path(start).exists() and Path(ref).samefile(start))
 
 
 def preference_data(cfg: DictConfig, tokenizer, stage: StageRun) -> tuple[Dataset, Dataset | None]:

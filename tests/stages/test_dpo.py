@@ -1,0 +1,116 @@
+"""stage=dpo through the CLI from the shared SFT run, TRL's loss variants, and precomputed reference log-probs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from alignment.errors import AlignmentError
+from alignment.stages.dpo import check_loss_settings, trl_loss_types
+from tests.conftest import FAST, read_metrics, run_cli
+
+# A few real optimiser steps, no warm-up: enough for every parameter to move.
+STEPS = ["trainer.max_steps=3", "trainer.warmup_steps=0", "trainer.logging_steps=1", "trainer.save_strategy=no"]
+
+
+def changed_fraction(before_dir: Path, after_dir: Path, model_cls=AutoModelForCausalLM) -> float:
+    """Share of the start model's tensors that differ in the trained model (tensors both models have)."""
+    before = AutoModelForCausalLM.from_pretrained(before_dir).state_dict()
+    after = model_cls.from_pretrained(after_dir).state_dict()
+    common = [k for k in before if k in after and before[k].shape == after[k].shape]
+    assert len(common) > 0.8 * len(before), "the trained model lost most of the start model's tensors"
+    return 1 - sum(torch.equal(before[k], after[k]) for k in common) / len(common)
+
+
+@pytest.mark.slow
+def test_dpo_trains_the_sft_model_and_records_held_out_rewards(sft_run, tmp_path):
+    run_cli("stage=dpo", f"model.path={sft_run / 'model'}", f"output_dir={tmp_path}", *STEPS, *FAST)
+    out = tmp_path / "dpo"
+    metrics = read_metrics(out)
+    for key in ("eval_rewards/accuracies", "eval_rewards/margins", "eval_logps/chosen", "oracle_reward"):
+        assert key in metrics and f"{key}_before" in metrics, key
+    assert metrics["global_step"] == 3
+    # Before training the policy is its own reference: every implicit reward is zero.
+    assert metrics["eval_rewards/margins_before"] == pytest.approx(0.0, abs=1e-5)
+    assert metrics["eval_rewards/margins"] != pytest.approx(0.0, abs=1e-5)
+    assert 0.0 <= metrics["oracle_reward"] <= 1.0
+    assert changed_fraction(sft_run / "model", out / "model") > 0.9
+
+
+@pytest.mark.slow
+def test_precomputed_reference_with_a_weighted_robust_and_sft_loss(sft_run, tmp_path):
+    proc = run_cli(
+        "stage=dpo",
+        f"model.path={sft_run / 'model'}",
+        f"output_dir={tmp_path}",
+        "trainer.precompute_ref_log_probs=true",
+        "trainer.loss_type=[robust,sft]",
+        "trainer.loss_weights=[1.0,0.5]",
+        "trainer.label_smoothing=0.1",
+        "oracle_eval.enabled=false",
+        *STEPS,
+        *FAST,
+    )
+    assert "Computing reference log probs" in proc.stderr  # TRL's precompute pass ran
+    metrics = read_metrics(tmp_path / "dpo")
+    # The precomputed reference log-probs are the start model's own: zero rewards before training, moved after.
+    assert metrics["eval_rewards/chosen_before"] == pytest.approx(0.0, abs=1e-4)
+    assert metrics["eval_rewards/rejected_before"] == pytest.approx(0.0, abs=1e-4)
+    assert metrics["eval_rewards/margins"] != pytest.approx(0.0, abs=1e-5)
+    assert "oracle_reward" not in metrics
+    assert changed_fraction(sft_run / "model", tmp_path / "dpo" / "model") > 0.9
+
+
+@pytest.mark.slow
+def test_label_smoothing_on_a_loss_that_ignores_it_fails_before_loading(tmp_path):
+    proc = run_cli(
+        "stage=dpo",
+        f"output_dir={tmp_path}",
+        "trainer.loss_type=[sigmoid]",
+        "trainer.label_smoothing=0.1",
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "loss_type=robust" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "dpo").exists()
+
+
+def test_trl_loss_names_are_read_from_trl():
+    names = trl_loss_types()
+    assert {"sigmoid", "ipo", "hinge", "robust", "bco_pair", "sppo_hard", "nca_pair", "apo_zero", "exo_pair"} <= set(
+        names
+    )
+
+
+@pytest.mark.parametrize(
+    "trainer",
+    [
+        {"loss_type": ["sigmoid"]},
+        {"loss_type": "ipo"},
+        {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 0.2]},
+        {"loss_type": ["robust"], "label_smoothing": 0.1},
+        {"loss_type": ["exo_pair"], "label_smoothing": 1e-3},
+    ],
+)
+def test_valid_loss_settings_pass(trainer):
+    losses = check_loss_settings(trainer)
+    assert losses == ([trainer["loss_type"]] if isinstance(trainer["loss_type"], str) else trainer["loss_type"])
+
+
+@pytest.mark.parametrize(
+    ("trainer", "message"),
+    [
+        ({"loss_type": ["sigmod"]}, "unknown DPO loss 'sigmod'"),
+        ({"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0]}, "1 values for 2 losses"),
+        ({"loss_type": ["sigmoid"], "label_smoothing": 0.1}, "conservative DPO use trainer.loss_type=robust"),
+        ({"loss_type": ["robust"], "label_smoothing": 0.5}, "[0, 0.5)"),
+        ({"loss_type": ["exo_pair"]}, "label_smoothing > 0"),
+    ],
+)
+def test_invalid_loss_settings_name_the_key_and_the_fix(trainer, message):
+    with pytest.raises(AlignmentError, match=None) as err:
+        check_loss_settings(trainer)
+    assert message in str(err.value)
