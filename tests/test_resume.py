@@ -207,3 +207,71 @@ def test_ppo_checkpoint_resumes_to_the_same_result(tmp_path):
             assert torch.equal(param, want[name]), name
     finally:
         torch.set_num_threads(threads)
+
+
+# -- what a killed run leaves behind, without training: StageRun on a hand-made stage dir -------------------------
+def _cfg(out: Path, *overrides: str):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    from alignment.config import register_configs
+    from alignment.paths import CONF_DIR
+
+    register_configs()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["stage=sft", *overrides])
+    with open_dict(cfg):
+        cfg.output_dir = str(out)
+    return cfg
+
+
+def _open(cfg):
+    import logging
+
+    from alignment.stages.stage_run import StageRun
+
+    run = StageRun(cfg)
+    logging.getLogger().removeHandler(run._log_handler)
+    run._log_handler.close()
+    return run
+
+
+def _checkpoint(stage_dir: Path, step: int, state: str | None = '{"global_step": 1}') -> None:
+    (stage_dir / f"checkpoint-{step}").mkdir(parents=True)
+    if state is not None:
+        (stage_dir / f"checkpoint-{step}" / "trainer_state.json").write_text(state, encoding="utf-8")
+
+
+def test_leftovers_of_a_killed_run_are_cleared_and_the_last_complete_checkpoint_used(tmp_path):
+    cfg = _cfg(tmp_path)
+    stage = _open(cfg).dir  # a first run: records its config
+    _checkpoint(stage, 2)
+    _checkpoint(stage, 4, state=None)  # killed while saving: no state file yet
+    _checkpoint(stage, 5, state='{"global_st')  # killed while writing the state file
+    for leftover in (".model-x1y2", "model"):  # a temp dir mid-rename; a model without metrics.json
+        (stage / leftover).mkdir()
+        (stage / leftover / "config.json").write_text("{}", encoding="utf-8")
+    run = _open(cfg)
+    assert run.last_checkpoint() == str(stage / "checkpoint-2")
+    assert sorted(p.name for p in stage.iterdir() if p.is_dir()) == ["checkpoint-2"]
+
+    fresh = _open(_cfg(tmp_path, "resume=fresh"))
+    assert fresh.last_checkpoint() is None and not (stage / "checkpoint-2").exists()
+
+
+def test_a_changed_input_model_blocks_the_resume(tmp_path):
+    import os
+
+    from alignment.errors import AlignmentError
+
+    model = tmp_path / "base"
+    model.mkdir()
+    (model / "config.json").write_text("{}", encoding="utf-8")
+    (model / "model.safetensors").write_bytes(b"0" * 10)
+    cfg = _cfg(tmp_path / "out", f"model.path={model}")
+    _checkpoint(_open(cfg).dir, 3)
+    assert _open(cfg).last_checkpoint() is not None  # same config, same files: resumes
+    (model / "model.safetensors").write_bytes(b"1" * 12)  # the model was retrained in place
+    os.utime(model / "model.safetensors", ns=(1, 1))
+    with pytest.raises(AlignmentError, match=r"different config or inputs \(changed: inputs.model.path\)"):
+        _open(cfg)
