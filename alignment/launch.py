@@ -330,3 +330,11 @@ def defer_evaluation(trainer, record: Callable[[dict], None]) -> bool:
 
     trainer.add_callback(EvaluateAtTrainBegin())
     return True
+
+
+def forget_previous_stage() -> None:
+    """Drop the DeepSpeed config an earlier stage in this process registered with transformers: with it, the next
+    stage's models would load already sharded (ZeRO-3 init) but with no engine yet to gather them for generation."""
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
