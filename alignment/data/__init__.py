@@ -7,13 +7,11 @@ from alignment.data.chat import (
     encode_chat,
     encode_preference,
     encode_prompt,
-    tokenize_preference,
-    tokenize_prompts,
-    tokenize_sft,
     turn_end_token_ids,
 )
 from alignment.data.loading import load_dataset, load_dataset_with_report
 from alignment.data.sources import load_train_eval
+from alignment.data.tokenize import tokenize_preference, tokenize_prompts, tokenize_sft
 
 __all__ = [
     "encode_chat",

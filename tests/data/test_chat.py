@@ -21,11 +21,9 @@ from alignment.data.chat import (
     encode_preference,
     encode_preference_with_info,
     encode_prompt,
-    tokenize_preference,
-    tokenize_prompts,
-    tokenize_sft,
     turn_end_token_ids,
 )
+from alignment.data.tokenize import tokenize_preference, tokenize_prompts, tokenize_sft
 from alignment.errors import AlignmentError
 
 try:
