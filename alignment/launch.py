@@ -274,6 +274,13 @@ def full_state_dict(model) -> dict | None:
         return None
     import deepspeed
 
+    # Parameters still being prefetched by the last forward cannot be gathered: finish those all-gathers first.
+    for module in model.modules():
+        registry = getattr(module, "ds_inflight_param_registry", None)
+        if registry:
+            for handle in registry.values():
+                handle.wait()
+            registry.clear()
     main = is_main_process()
     keys = set(model.state_dict().keys())
     state: dict = {}
