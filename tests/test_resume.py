@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, cli_env, read_metrics, run_cli
+from tests.conftest import REPO, cli_env, read_metrics
+from tests.test_errors import cli_in_one_process
 
 # 24 rows / batch 4 = 6 steps an epoch, 2 epochs; the first checkpoint (step 6) is on the epoch boundary.
 SFT_ARGS = [
@@ -79,7 +80,11 @@ def test_sft_resumes_after_sigkill_with_the_same_result(tmp_path):
     assert not (run_dir / "sft" / "model").exists()
     assert ref.wait(timeout=600) == 0, ref.stderr.read()
 
-    run_cli(*SFT_ARGS, f"output_dir={run_dir}", env=ENV)
+    # The same command again resumes; and once more, in the same process (one start-up), finds it finished.
+    metrics = str(run_dir / "sft" / "metrics.json")
+    again = {"argv": [*SFT_ARGS, f"output_dir={run_dir}"], "read": [metrics]}
+    resumed, finished = cli_in_one_process([again, again], ENV)
+    assert resumed["code"] == 0, resumed["stderr"][-3000:]
     got, want = read_metrics(run_dir / "sft"), read_metrics(ref_dir / "sft")
     assert got["resumed_from_step"] > 0
     assert got["global_step"] == want["global_step"] == 12  # an epoch-boundary resume still runs epoch 2
@@ -90,12 +95,9 @@ def test_sft_resumes_after_sigkill_with_the_same_result(tmp_path):
     # trainer.save_total_limit=1 is honoured, with HF's checkpoint-<step> naming.
     assert [p.name for p in (run_dir / "sft").glob("checkpoint-*")] == ["checkpoint-12"]
     assert (run_dir / "sft" / "model" / "model.safetensors").exists()
-
-    # The same command again: finished, not retrained.
-    before = (run_dir / "sft" / "metrics.json").stat().st_mtime_ns
-    again = run_cli(*SFT_ARGS, f"output_dir={run_dir}", env=ENV)
-    assert "finished earlier" in again.stdout
-    assert (run_dir / "sft" / "metrics.json").stat().st_mtime_ns == before
+    # Finished, not retrained: one line, metrics.json untouched.
+    assert finished["code"] == 0 and "finished earlier" in finished["stdout"]
+    assert finished["files"][metrics] == resumed["files"][metrics]
     # (Another config on the same dir is refused: tests/test_errors.py, case config_changed.)
 
 
@@ -123,21 +125,33 @@ def test_pipeline_resumes_mid_second_step_and_reruns_after_a_config_edit(tmp_pat
     assert [s["status"] for s in manifest["steps"]] == ["done", "running"]
     assert not (out / "dpo" / "metrics.json").exists() and not (out / "dpo" / "model").exists()
 
-    resumed = run_cli(*PIPE_ARGS, f"output_dir={out}", env=ENV)
-    assert "sft: done earlier with the same config; skipped" in resumed.stdout
-    assert (out / "sft" / "metrics.json").stat().st_mtime_ns == sft_done
-    dpo = read_metrics(out / "dpo")
+    # Re-run (resumes dpo), then edit the first step's config: both in one process, one start-up.
+    files = [str(out / "sft" / "metrics.json"), str(out / "dpo" / "metrics.json"), str(out / "pipeline.json")]
+    resumed, edited = cli_in_one_process(
+        [
+            {"argv": [*PIPE_ARGS, f"output_dir={out}"], "read": files},
+            {
+                "argv": [*PIPE_ARGS, "+pipeline.steps.sft.trainer.learning_rate=0.001", f"output_dir={out}"],
+                "read": files,
+            },
+        ],
+        ENV,
+    )
+    assert resumed["code"] == 0, resumed["stderr"][-3000:]
+    assert "sft: done earlier with the same config; skipped" in resumed["stdout"]
+    assert resumed["files"][files[0]]["mtime_ns"] == sft_done
+    dpo = json.loads(resumed["files"][files[1]]["text"])
     assert dpo["resumed_from_step"] > 0 and dpo["global_step"] == 6
-    manifest = json.loads((out / "pipeline.json").read_text(encoding="utf-8"))
+    manifest = json.loads(resumed["files"][files[2]]["text"])
     assert [s["status"] for s in manifest["steps"]] == ["done", "done"]
 
     # Editing the first step's config re-runs it and every later step, from scratch, and says so in one line.
-    edited = run_cli(*PIPE_ARGS, "+pipeline.steps.sft.trainer.learning_rate=0.001", f"output_dir={out}", env=ENV)
-    notices = [line for line in edited.stdout.splitlines() if "config changed" in line]
+    assert edited["code"] == 0, edited["stderr"][-3000:]
+    notices = [line for line in edited["stdout"].splitlines() if "config changed" in line]
     assert len(notices) == 1 and notices[0].startswith("[pipeline] sft:")
-    assert (out / "sft" / "metrics.json").stat().st_mtime_ns != sft_done
-    assert "resumed_from_step" not in read_metrics(out / "dpo")
-    assert read_metrics(out / "dpo")["global_step"] == 6
+    assert edited["files"][files[0]]["mtime_ns"] != sft_done
+    dpo = json.loads(edited["files"][files[1]]["text"])
+    assert "resumed_from_step" not in dpo and dpo["global_step"] == 6
 
 
 # -- PPO (our own loop): checkpoint-<step>/ then a fresh trainer resumes it, in process on a tiny random model -------

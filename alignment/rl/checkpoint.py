@@ -1,10 +1,10 @@
-"""Checkpoints of our PPO loop: ``checkpoint-<step>/`` with the trained weights, optimiser, scheduler, RNG and data order.
+"""Checkpoints of our PPO loop: ``checkpoint-<step>/`` with weights, optimiser, scheduler, RNG and data order.
 
 Layout (``ppo_state.json`` is written last, so a checkpoint with a readable one is complete, as HF Trainer's
 ``trainer_state.json``): ``trainable.safetensors`` (every trainable parameter of the policy and value model: frozen
-ones never change), ``optimizer.pt`` and ``scheduler.pt`` (loaded with ``weights_only=True``), ``rng.pt`` (torch CPU
-and CUDA generators, the data-order generator) and ``ppo_state.json`` (step, prompt queue, KL coefficient, history,
-python and numpy RNG).
+ones never change), ``optimizer.pt`` and ``scheduler.pt`` (loaded with ``weights_only=True``), per process
+``rng-<rank>.pt`` (torch CPU and CUDA generators, the data-order generator) and ``rng-<rank>.json`` (python and
+numpy), and ``ppo_state.json`` (step, prompt queue, KL coefficient, history).
 """
 
 from __future__ import annotations
@@ -28,39 +28,49 @@ def _trainable(trainer) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(trainer, stage_dir: Path | str, total_limit: int | None = None) -> Path:
-    """Write ``checkpoint-<trainer.step>/`` (state file last) and keep only the newest ``total_limit`` of them."""
+    """Write ``checkpoint-<trainer.step>/`` (state file last) and keep only the newest ``total_limit`` of them.
+
+    Every process saves its own RNG (``rng-<rank>.*``: each samples with its own seed); the main process saves the
+    rest. Weights and optimiser are saved whole, as under DDP; sharded DeepSpeed/FSDP optimiser states are not handled.
+    """
     from safetensors.torch import save_file
 
+    acc = trainer.accelerator
     stage_dir = Path(stage_dir)
     ckpt = stage_dir / f"checkpoint-{trainer.step}"
-    if ckpt.exists():
-        shutil.rmtree(ckpt)
-    ckpt.mkdir(parents=True)
-    if trainer.accelerator.is_main_process:
-        save_file(
-            {k: v.detach().cpu().contiguous() for k, v in _trainable(trainer).items()}, ckpt / "trainable.safetensors"
-        )
+    if acc.is_main_process:
+        shutil.rmtree(ckpt, ignore_errors=True)
+        ckpt.mkdir(parents=True)
+    acc.wait_for_everyone()
+    rank = acc.process_index
+    rng = {"cpu": torch.get_rng_state(), "order": trainer._order.get_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    torch.save(rng, ckpt / f"rng-{rank}.pt")
+    py_version, py_state, py_gauss = random.getstate()
+    np_state = np.random.get_state()
+    host_rng = {
+        "python": [py_version, list(py_state), py_gauss],
+        "numpy": [np_state[0], np_state[1].tolist(), *[float(x) for x in np_state[2:]]],
+    }
+    (ckpt / f"rng-{rank}.json").write_text(json.dumps(host_rng), encoding="utf-8")
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        weights = {k: v.detach().cpu().contiguous() for k, v in _trainable(trainer).items()}
+        save_file(weights, ckpt / "trainable.safetensors")
         torch.save(trainer.optimizer.state_dict(), ckpt / "optimizer.pt")
         torch.save(trainer.scheduler.state_dict(), ckpt / "scheduler.pt")
-        rng = {"cpu": torch.get_rng_state(), "order": trainer._order.get_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
-        torch.save(rng, ckpt / "rng.pt")
-        py_version, py_state, py_gauss = random.getstate()
-        np_state = np.random.get_state()
         state = {
             "step": trainer.step,
             "queue": list(trainer._queue),
             "kl_coef": float(trainer.kl_ctl.value),
             "history": trainer.history,
-            "python_rng": [py_version, list(py_state), py_gauss],
-            "numpy_rng": [np_state[0], np_state[1].tolist(), *[float(x) for x in np_state[2:]]],
         }
         tmp = ckpt / f".{STATE_FILE}"
         tmp.write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
         tmp.replace(ckpt / STATE_FILE)
         _rotate(stage_dir, total_limit)
-    trainer.accelerator.wait_for_everyone()
+    acc.wait_for_everyone()
     return ckpt
 
 
@@ -91,20 +101,22 @@ def load_checkpoint(trainer, ckpt: Path | str) -> int:
             p.copy_(saved[name].to(p.device, p.dtype))
     trainer.optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True, map_location="cpu"))
     trainer.scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
-    rng = torch.load(ckpt / "rng.pt", weights_only=True)
+    rank = trainer.accelerator.process_index
+    rng = torch.load(ckpt / f"rng-{rank}.pt", weights_only=True)
     torch.set_rng_state(rng["cpu"])
     trainer._order.set_state(rng["order"])
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
+    host_rng = json.loads((ckpt / f"rng-{rank}.json").read_text(encoding="utf-8"))
+    version, py_state, gauss = host_rng["python"]
+    random.setstate((version, tuple(py_state), gauss))
+    name, keys, pos, has_gauss, cached = host_rng["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), int(pos), int(has_gauss), float(cached)))
     state = json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
     trainer.step = int(state["step"])
     trainer._queue = list(state["queue"])
     trainer.kl_ctl.value = float(state["kl_coef"])
     trainer.history = list(state["history"])
-    version, py_state, gauss = state["python_rng"]
-    random.setstate((version, tuple(py_state), gauss))
-    name, keys, pos, has_gauss, cached = state["numpy_rng"]
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), int(pos), int(has_gauss), float(cached)))
     logger.info("ppo resumed from %s (step %d)", ckpt, trainer.step)
     return trainer.step
 
@@ -138,4 +150,9 @@ def resume(trainer, stage) -> None:
     trainer.callbacks.append(CheckpointCallback(trainer, stage.dir, settings.save_steps, settings.save_total_limit))
     ckpt = stage.last_checkpoint()
     if ckpt:
+        from alignment.stages.stage_run import write_atomic
+
         stage.metrics["resumed_from_step"] = load_checkpoint(trainer, ckpt)
+        # The step log restarts empty; put the restored steps back so it reads as one uninterrupted run.
+        rows = "".join(json.dumps(h, ensure_ascii=False) + "\n" for h in trainer.history)
+        write_atomic(stage.dir / "log_history.jsonl", rows)
