@@ -41,14 +41,23 @@ def resolve_model_path(model_cfg: DictConfig) -> str:
 
 
 def _model_dir_of(path: Path) -> Path:
-    """Accept a stage dir (``PATH/sft``) or run dir as well as the model dir inside it."""
+    """Accept a stage dir (``PATH/sft``) or run dir as well as the model dir inside it, from finished stages only."""
     if (path / "config.json").exists() or (path / "adapter_config.json").exists():
-        return path
-    if (path / "model").is_dir():
-        return path / "model"
-    raise AlignmentError(
-        f"'{path}' holds no model: expected config.json or adapter_config.json there, or a model/ dir"
-    )
+        model_dir = path
+    elif (path / "model").is_dir():
+        model_dir = path / "model"
+    else:
+        raise AlignmentError(
+            f"'{path}' holds no model: expected config.json or adapter_config.json there, or a model/ dir"
+        )
+    # A stage's metrics.json is written last: without it, its model/ belongs to a run that was cut short.
+    stage = model_dir.parent
+    if model_dir.name == "model" and (stage / "run_state.json").exists() and not (stage / "metrics.json").exists():
+        raise AlignmentError(
+            f"the stage in '{stage}' has not finished (no metrics.json: it was interrupted or is still running); "
+            "re-run that stage to complete it, then use its model"
+        )
+    return model_dir
 
 
 def _common_kwargs(model_cfg: DictConfig) -> dict:

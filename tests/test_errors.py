@@ -128,6 +128,12 @@ def _cases(tmp: Path, full_disk: Path) -> dict[str, tuple[list[str], list[str]]]
             ["NaN/inf at step 2", "checkpoint-1"],
         ),
     }
+    # A later stage pointed at a stage that was cut short (model/ there, but no metrics.json).
+    unfinished = tmp / "cut" / "sft"
+    (unfinished / "model").mkdir(parents=True)
+    (unfinished / "model" / "config.json").write_text("{}", encoding="utf-8")
+    (unfinished / "run_state.json").write_text("{}", encoding="utf-8")
+    cases["unfinished_input"] = (["stage=dpo", f"model.path={unfinished}", *TINY], ["has not finished", "cut/sft"])
     # Resuming a dir whose run was made under another config: a finished run (SETUP) then the same dir, new lr.
     cases["config_changed"] = (
         ["stage=sft", *TINY, "trainer.learning_rate=0.001"],
