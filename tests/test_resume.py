@@ -71,19 +71,19 @@ def losses(stage_dir: Path) -> dict[int, float]:
 @pytest.mark.slow
 def test_sft_resumes_after_sigkill_with_the_same_result(tmp_path):
     ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
-    ref = start(*SFT_ARGS, f"output_dir={ref_dir}")
     victim = start(*SFT_ARGS, f"output_dir={run_dir}")
     kill_after_checkpoint(victim, run_dir / "sft")
     assert victim.returncode == -signal.SIGKILL
     # Nothing finished-looking after the kill: no metrics.json, no model/.
     assert not (run_dir / "sft" / "metrics.json").exists()
     assert not (run_dir / "sft" / "model").exists()
-    assert ref.wait(timeout=600) == 0, ref.stderr.read()
 
-    # The same command again resumes; and once more, in the same process (one start-up), finds it finished.
+    # In one process (one start-up): an uninterrupted reference run; the same command again, which resumes; and once
+    # more, which finds the stage finished.
     metrics = str(run_dir / "sft" / "metrics.json")
     again = {"argv": [*SFT_ARGS, f"output_dir={run_dir}"], "read": [metrics]}
-    resumed, finished = cli_in_one_process([again, again], ENV)
+    ref, resumed, finished = cli_in_one_process([[*SFT_ARGS, f"output_dir={ref_dir}"], again, again], ENV)
+    assert ref["code"] == 0, ref["stderr"][-3000:]
     assert resumed["code"] == 0, resumed["stderr"][-3000:]
     got, want = read_metrics(run_dir / "sft"), read_metrics(ref_dir / "sft")
     assert got["resumed_from_step"] == 6  # the first checkpoint, on the epoch boundary
