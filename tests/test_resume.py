@@ -289,3 +289,18 @@ def test_a_changed_input_model_blocks_the_resume(tmp_path):
     os.utime(model / "model.safetensors", ns=(1, 1))
     with pytest.raises(AlignmentError, match=r"different config or inputs \(changed: inputs.model.path\)"):
         _open(cfg)
+
+
+def test_ppo_stops_on_a_non_finite_loss_before_saving(tmp_path):
+    from types import SimpleNamespace
+
+    from alignment.errors import AlignmentError
+    from alignment.rl.checkpoint import CheckpointCallback
+
+    _checkpoint(tmp_path, 2, state=None)
+    (tmp_path / "checkpoint-2" / "ppo_state.json").write_text('{"step": 2}', encoding="utf-8")
+    trainer = SimpleNamespace(step=3)
+    guard = CheckpointCallback(trainer, tmp_path, save_steps=1)
+    with pytest.raises(AlignmentError, match=r"PPO loss is nan at step 3.*checkpoint-2"):
+        guard({"loss": float("nan"), "policy_loss": 0.1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2"]  # nothing saved for the bad step
