@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from alignment.errors import AlignmentError
+
 logger = logging.getLogger(__name__)
 STATE_FILE = "ppo_state.json"
 
@@ -91,8 +93,6 @@ def load_checkpoint(trainer, ckpt: Path | str) -> int:
     params = _trainable(trainer)
     saved = load_file(ckpt / "trainable.safetensors")
     if set(saved) != set(params):
-        from alignment.errors import AlignmentError
-
         raise AlignmentError(
             f"{ckpt} holds other trainable parameters than this run's models; re-run with resume=fresh"
         )
@@ -146,7 +146,16 @@ class CheckpointCallback:
 
 def resume(trainer, stage) -> None:
     """Wire checkpointing into a stage's PPOTrainer and restore its newest checkpoint (``resume=auto``)."""
+    from accelerate.utils import DistributedType
+
     settings = trainer.settings
+    sharded = trainer.accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP)
+    if sharded and settings.save_steps > 0:
+        # Their optimiser states are sharded across processes; saving rank 0's alone could not resume.
+        raise AlignmentError(
+            "PPO checkpoints (trainer.save_steps) are not supported under DeepSpeed or FSDP yet; set "
+            "trainer.save_steps=0, or use distributed=ddp"
+        )
     trainer.callbacks.append(CheckpointCallback(trainer, stage.dir, settings.save_steps, settings.save_total_limit))
     ckpt = stage.last_checkpoint()
     if ckpt:
@@ -154,5 +163,6 @@ def resume(trainer, stage) -> None:
 
         stage.metrics["resumed_from_step"] = load_checkpoint(trainer, ckpt)
         # The step log restarts empty; put the restored steps back so it reads as one uninterrupted run.
-        rows = "".join(json.dumps(h, ensure_ascii=False) + "\n" for h in trainer.history)
-        write_atomic(stage.dir / "log_history.jsonl", rows)
+        if trainer.accelerator.is_main_process:
+            rows = "".join(json.dumps(h, ensure_ascii=False) + "\n" for h in trainer.history)
+            write_atomic(stage.dir / "log_history.jsonl", rows)
