@@ -345,3 +345,19 @@ def forget_previous_stage() -> None:
     from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
     unset_hf_deepspeed_config()
+
+
+def fill_deepspeed_auto(plugin, hidden_size: int, micro_batch_size: int) -> None:
+    """Fill the ``auto`` values DeepSpeed reads from a dataloader and ``model.config`` when a custom loop (PPO)
+    prepares a model without either, the way the HF trainer fills them."""
+    config = plugin.deepspeed_config
+    config["train_micro_batch_size_per_gpu"] = micro_batch_size
+    zero = config.get("zero_optimization", {})
+    sizes = {
+        "reduce_bucket_size": hidden_size * hidden_size,
+        "stage3_prefetch_bucket_size": int(0.9 * hidden_size * hidden_size),
+        "stage3_param_persistence_threshold": 10 * hidden_size,
+    }
+    for key, value in sizes.items():
+        if zero.get(key) == "auto":
+            zero[key] = value

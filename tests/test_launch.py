@@ -13,6 +13,7 @@ from alignment.launch import (
     apply_global_batch_size,
     child_overrides,
     deepspeed_config_path,
+    fill_deepspeed_auto,
     launch_commands,
     needs_launch,
     validate,
@@ -134,3 +135,16 @@ def test_global_batch_size_sets_accumulation_from_world_size(monkeypatch):
     assert apply_global_batch_size(values, dist()) == values  # off by default
     with pytest.raises(AlignmentError, match="global_batch_size=30"):
         apply_global_batch_size(values, dist(backend="ddp", num_processes=2, global_batch_size=30))
+
+
+def test_custom_loops_get_deepspeed_auto_sizes_filled():
+    from types import SimpleNamespace
+
+    config = json.loads(deepspeed_config_path(dist(backend="zero3")).read_text(encoding="utf-8"))
+    config["zero_optimization"]["stage3_param_persistence_threshold"] = 7  # a user's own value stays
+    plugin = SimpleNamespace(deepspeed_config=config)
+    fill_deepspeed_auto(plugin, hidden_size=64, micro_batch_size=4)
+    assert config["train_micro_batch_size_per_gpu"] == 4
+    assert config["zero_optimization"]["reduce_bucket_size"] == 64 * 64
+    assert config["zero_optimization"]["stage3_prefetch_bucket_size"] == int(0.9 * 64 * 64)
+    assert config["zero_optimization"]["stage3_param_persistence_threshold"] == 7

@@ -183,6 +183,12 @@ class PPOTrainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda n: max(0.0, 1.0 - n / max(updates, 1)) if linear else 1.0
         )
+        plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+        if plugin is not None:  # DeepSpeed's "auto" sizes come from a dataloader and model.config, which PPO lacks
+            from alignment.launch import fill_deepspeed_auto
+
+            micro = settings.mini_batch_size // settings.gradient_accumulation_steps
+            fill_deepspeed_auto(plugin, policy.config.hidden_size, micro)
         self.model, self.optimizer = accelerator.prepare(PolicyAndValue(policy, value_model), optimizer)
         self.ref_policy = ref_policy
         if ref_policy is not None:
