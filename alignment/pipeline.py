@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from alignment.errors import AlignmentError
 from alignment.launch import barrier, is_main_process
-from alignment.stages.stage_run import finished_metrics, write_atomic
+from alignment.stages.stage_run import HASH_EXCLUDED_DISTRIBUTED, finished_metrics, write_atomic
 
 log = logging.getLogger("alignment")
 
@@ -36,6 +36,8 @@ def config_hash(cfg: DictConfig, input_hashes: dict[str, str]) -> str:
     data = OmegaConf.to_container(cfg, resolve=True)
     for key in _HASH_EXCLUDED:
         data.pop(key, None)
+    for key in HASH_EXCLUDED_DISTRIBUTED:
+        (data.get("distributed") or {}).pop(key, None)
     blob = json.dumps({"config": data, "inputs": input_hashes}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

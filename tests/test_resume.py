@@ -304,3 +304,14 @@ def test_ppo_stops_on_a_non_finite_loss_before_saving(tmp_path):
     with pytest.raises(AlignmentError, match=r"PPO loss is nan at step 3.*checkpoint-2"):
         guard({"loss": float("nan"), "policy_loss": 0.1})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2"]  # nothing saved for the bad step
+
+
+def test_the_stage_hash_ignores_plumbing_but_not_what_is_computed(tmp_path):
+    from alignment.stages.stage_run import stage_config_hash
+
+    base = stage_config_hash(_cfg(tmp_path))[0]
+    # Every machine of a multi-node run must agree; saving and logging cadence never changes results.
+    for same in ("distributed.machine_rank=1", "trainer.save_steps=7", "trainer.logging_steps=3", "debug=true"):
+        assert stage_config_hash(_cfg(tmp_path, same))[0] == base, same
+    for other in ("trainer.learning_rate=0.1", "seed=1", "data.max_train_rows=5", "distributed.num_processes=2"):
+        assert stage_config_hash(_cfg(tmp_path, other))[0] != base, other

@@ -44,6 +44,8 @@ _OUTPUT_DIRS = ("model", "adapter", "value_model", "value_model_adapter")
 # Settings that do not change what a stage computes: changing them never blocks a resume.
 _HASH_EXCLUDED = ("debug", "resume", "output_dir", "pipeline", "tracking")
 _HASH_EXCLUDED_TRAINER = ("save_steps", "save_total_limit", "save_strategy", "logging_steps")
+# Launch plumbing; machine_rank also differs between the machines of one multi-node run, which must agree on the hash.
+HASH_EXCLUDED_DISTRIBUTED = ("machine_rank", "main_process_ip", "main_process_port", "dry_run", "launch_args")
 # Config keys naming models the stage reads; their files are fingerprinted into the hash.
 _INPUT_KEYS = ("model.path", "ref_model", "value_model")
 
@@ -403,6 +405,8 @@ def stage_config_hash(cfg: DictConfig) -> tuple[str, dict]:
         data.pop(key, None)
     for key in _HASH_EXCLUDED_TRAINER:
         (data.get("trainer") or {}).pop(key, None)
+    for key in HASH_EXCLUDED_DISTRIBUTED:
+        (data.get("distributed") or {}).pop(key, None)
     data["inputs"] = {key: _fingerprint(path) for key in _INPUT_KEYS if (path := OmegaConf.select(cfg, key))}
     for i, source in enumerate(OmegaConf.select(cfg, "reward.sources") or []):
         if source.get("path") and source.get("type") == "model":
