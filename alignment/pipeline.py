@@ -20,6 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from alignment.config import RewardSourceConfig
 from alignment.errors import AlignmentError
 from alignment.launch import barrier, is_main_process
 from alignment.stages.stage_run import HASH_EXCLUDED_DISTRIBUTED, finished_metrics, write_atomic
@@ -86,7 +87,8 @@ def compose_step(
             elif kind == "value_model":
                 cfg.value_model = path
             elif kind == "reward_model":
-                cfg.reward.sources = [{"type": "model", "path": path, "weight": 1.0}]
+                # a structured list: plain dicts are rejected by the typed `reward.sources`
+                cfg.reward.sources = [RewardSourceConfig(type="model", path=path, weight=1.0)]
     return cfg
 
 
