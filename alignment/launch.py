@@ -361,3 +361,14 @@ def fill_deepspeed_auto(plugin, hidden_size: int, micro_batch_size: int) -> None
     for key, value in sizes.items():
         if zero.get(key) == "auto":
             zero[key] = value
+
+
+def merge_adapter(model) -> tuple[Any, dict | None]:
+    """Merge a PEFT adapter into its base model. Under ZeRO-3 the weights are gathered for the merge, and the merged
+    state dict comes back too (on rank 0; {} elsewhere) because the merged sharded model cannot be gathered again."""
+    if not is_zero3_model(model):
+        return model.merge_and_unload(), None
+    with gathered_params(model):
+        merged = model.merge_and_unload()
+        state = {k: v.detach().cpu().clone() for k, v in merged.state_dict().items()} if is_main_process() else {}
+    return merged, state

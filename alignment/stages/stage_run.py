@@ -30,6 +30,7 @@ from alignment.launch import (
     forget_previous_stage,
     full_state_dict,
     is_main_process,
+    merge_adapter,
     peak_rss_mb,
     trainer_values,
 )
@@ -274,12 +275,13 @@ class StageRun:
             self._save_dir(self.dir / ("adapter" if subdir == "model" else f"{subdir}_adapter"), model, tokenizer)
             if not self.cfg.peft.get("merge", True) or not can_merge(model):
                 return self._save_dir(self.dir / subdir, model, tokenizer)
-            model = model.merge_and_unload()
+            model, state = merge_adapter(model)  # under ZeRO-3 the merge gathers the weights and returns them
+            return self._save_dir(self.dir / subdir, model, tokenizer, state)
         return self._save_dir(self.dir / subdir, model, tokenizer)
 
-    def _save_dir(self, target: Path, model, tokenizer) -> Path:
+    def _save_dir(self, target: Path, model, tokenizer, state: dict | None = None) -> Path:
         # Under ZeRO-3 every rank takes part in gathering the whole weights onto rank 0, which alone writes them.
-        state = full_state_dict(model)
+        state = full_state_dict(model) if state is None else state
         if not is_main_process():
             barrier()  # wait for rank 0's files: the next stage reads them
             return target
