@@ -197,6 +197,13 @@ def maybe_launch(cfg: DictConfig, overrides: list[str]) -> bool:
                 print(f"# machine_rank={rank}")
             print(format_command(cmd))
         return True
+    if dist.backend == "fsdp":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise AlignmentError(
+                "distributed=fsdp needs GPUs (accelerate's FSDP has no CPU path); on CPU use distributed=ddp or zero3"
+            )
     cmd = commands[int(dist.machine_rank)]
     log.info("launching %d processes: %s", total_processes(dist), format_command(cmd))
     env = dict(os.environ, **{LAUNCHED_ENV: "1"})

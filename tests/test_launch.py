@@ -148,3 +148,18 @@ def test_custom_loops_get_deepspeed_auto_sizes_filled():
     assert config["zero_optimization"]["reduce_bucket_size"] == 64 * 64
     assert config["zero_optimization"]["stage3_prefetch_bucket_size"] == int(0.9 * 64 * 64)
     assert config["zero_optimization"]["stage3_param_persistence_threshold"] == 7
+
+
+def test_fsdp_without_gpus_is_refused_before_launching(monkeypatch, tmp_path):
+    import torch
+
+    from alignment.launch import maybe_launch
+
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.delenv("ALIGNMENT_LAUNCHED", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = OmegaConf.create({"distributed": dist(backend="fsdp", num_processes=2), "output_dir": str(tmp_path)})
+    with pytest.raises(AlignmentError, match="distributed=ddp or zero3"):
+        maybe_launch(cfg, ["stage=sft"])
+    cfg.distributed.dry_run = True  # the dry run still shows the command
+    assert maybe_launch(cfg, ["stage=sft"]) is True
