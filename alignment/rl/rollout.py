@@ -119,10 +119,12 @@ def response_logits(
         attention_mask=attention_mask,
         position_ids=position_ids_from_mask(attention_mask),
         use_cache=False,
+        # Only the columns that predict response tokens: the LM head over the prompt is wasted work.
+        logits_to_keep=input_ids.shape[1] - prompt_width + 1,
     )
     # Position i predicts token i + 1, so response token j (column prompt_width + j) comes from column
-    # prompt_width + j - 1.
-    return output.logits[:, prompt_width - 1 : -1] / temperature
+    # prompt_width + j - 1: the kept columns are prompt_width - 1 .. the last, and the last predicts nothing.
+    return output.logits[:, :-1] / temperature
 
 
 def response_logprobs(

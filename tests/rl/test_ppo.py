@@ -215,3 +215,25 @@ def test_errors_a_user_can_fix(tok):
     trainer = PPOTrainer(policy, ref, value, tok, lambda p, r, o: [1.0], data, settings(), stop)
     with pytest.raises(AlignmentError, match="16 finite floats"):
         trainer.train()
+
+
+def test_trimmed_minibatch_gives_the_same_logprobs_and_values_on_the_kept_columns(tok):
+    from alignment.rl.ppo import PolicyAndValue, trim_padding
+
+    policy, ref, value = models(tok)
+    trainer = PPOTrainer(policy, ref, value, tok, share_of_a, dataset(tok), settings(), [tok.eos_token_id])
+    batch, _ = trainer._rollout(trainer._next_rows())
+    wrapper = PolicyAndValue(policy, value)
+    # The two shortest-prompt rows: they share left padding that the full rollout needs for longer prompts.
+    order = batch["attention_mask"][:, : batch["width"]].sum(1).argsort()[:2]
+    mb = {k: v[order] if torch.is_tensor(v) else v for k, v in batch.items()}
+    trimmed = trim_padding(mb)
+    assert trimmed["input_ids"].shape[1] < mb["input_ids"].shape[1]
+    keep = trimmed["mask"].shape[1]
+    assert torch.equal(trimmed["mask"], mb["mask"][:, :keep]) and not mb["mask"][:, keep:].any()
+    with torch.no_grad():
+        logits, values = wrapper(mb["input_ids"], mb["attention_mask"], mb["width"], 1.0)
+        t_logits, t_values = wrapper(trimmed["input_ids"], trimmed["attention_mask"], trimmed["width"], 1.0)
+    valid = trimmed["mask"].bool()
+    assert torch.allclose(t_logits[valid], logits[:, :keep][valid], atol=1e-4)
+    assert torch.allclose(t_values[valid], values[:, :keep][valid], atol=1e-4)
