@@ -47,9 +47,4 @@ def test_pipeline_dpo_chains_sft_into_dpo_and_records_each_step(tmp_path):
     assert dpo["eval_rewards/margins_before"] == pytest.approx(0.0, abs=1e-5)
     assert changed_fraction(sft_model, tmp_path / "dpo" / "model") > 0.9
 
-    # The same command again finds both steps done with unchanged hashes and skips them.
-    again = run_cli("pipeline=dpo", f"output_dir={tmp_path}", "+pipeline.steps.dpo.trainer.beta=0.3", *SHORT, *FAST)
-    assert again.stdout.count("skipped") == 2, again.stdout
-    rerun = json.loads((tmp_path / "pipeline.json").read_text(encoding="utf-8"))
-    assert [s["config_hash"] for s in rerun["steps"]] == [steps["sft"]["config_hash"], steps["dpo"]["config_hash"]]
     assert "running stage dpo" in proc.stdout
