@@ -310,8 +310,9 @@ def _adalora_tuner(model):
 # -- counting and saving -------------------------------------------------------------------------------------------
 def count_parameters(model) -> tuple[int, int]:
     """(trainable, total) parameter counts; with peft the total includes the frozen base model."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    # A ZeRO-3-partitioned parameter holds a shard (often empty); ds_numel is its whole size.
+    trainable = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad)
+    total = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
     return trainable, total
 
 

@@ -35,9 +35,14 @@ def resolve_model_path(model_cfg: DictConfig) -> str:
         return path
     if model_cfg.name != "tiny":
         raise AlignmentError(f"model '{model_cfg.name}' needs model.path=<hub id or local dir>")
+    from alignment.launch import barrier, is_main_process
     from alignment.tiny_model import tiny_model_dir
 
-    return str(tiny_model_dir(rebuild=bool(model_cfg.get("rebuild", False))))
+    # Launched ranks: only rank 0 builds it (transformers writes weights on rank 0 only); the others wait, then load.
+    if is_main_process():
+        tiny_model_dir(rebuild=bool(model_cfg.get("rebuild", False)))
+    barrier()
+    return str(tiny_model_dir())
 
 
 def _model_dir_of(path: Path) -> Path:

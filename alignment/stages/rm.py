@@ -29,6 +29,7 @@ def run(cfg: DictConfig) -> dict:
     stage = StageRun(cfg)
     path = resolve_model_path(cfg.model)
     tokenizer = load_tokenizer(path, cfg.model)
+    args = stage.trainer_args(RewardConfig)  # first: under ZeRO-3 the model then loads partitioned (see sft.py)
     model = load_sequence_classifier(path, cfg.model, tokenizer, cfg.peft)
     adapter = adapters.prepare(model, cfg.peft, stage="rm")
 
@@ -41,7 +42,7 @@ def run(cfg: DictConfig) -> dict:
 
     trainer = RewardTrainer(
         model=model,
-        args=stage.trainer_args(RewardConfig),
+        args=args,
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         processing_class=tokenizer,

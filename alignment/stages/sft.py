@@ -24,6 +24,9 @@ def run(cfg: DictConfig) -> dict:
     stage = StageRun(cfg)
     model_path = resolve_model_path(cfg.model)
     tokenizer = load_tokenizer(model_path, cfg.model)
+    # The TRL config first: under ZeRO-3 it registers the DeepSpeed config with transformers, so the model loads
+    # already partitioned (zero.Init) instead of every rank holding all of it before DeepSpeed shards it.
+    args = stage.trainer_args(SFTConfig, include_num_input_tokens_seen="non_padding")
     model = load_causal_lm(model_path, cfg.model, cfg.peft)
     adapter = adapters.prepare(model, cfg.peft, stage="sft")
 
@@ -33,7 +36,6 @@ def run(cfg: DictConfig) -> dict:
     eval_ds = tokenize_sft(eval_rows, tokenizer, **encode)[0] if eval_rows is not None else None
     stage.record({f"data_{k}": v for k, v in stats.items()})
 
-    args = stage.trainer_args(SFTConfig, include_num_input_tokens_seen="non_padding")
     trainer = SFTTrainer(
         model=model,
         args=args,

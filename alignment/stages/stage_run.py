@@ -8,6 +8,7 @@ killed run never leaves output that looks finished.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import hashlib
@@ -29,6 +30,7 @@ from alignment.launch import (
     defer_evaluation,
     forget_previous_stage,
     full_state_dict,
+    gathered_params,
     is_main_process,
     merge_adapter,
     peak_rss_mb,
@@ -187,7 +189,10 @@ class StageRun:
 
         # Every rank generates (ZeRO-3 needs them all for each forward); rank 0 keeps the samples.
         samples = self.dir / f"oracle_samples{suffix}.jsonl" if is_main_process() else None
-        value = oracle_reward(model, tokenizer, self.cfg, samples_path=samples)
+        # A model loaded ZeRO-3-partitioned has no DeepSpeed engine to gather its layers (module ``ds_id``) until
+        # training starts: gather it whole on each rank for this evaluation.
+        with gathered_params(model) if not hasattr(model, "ds_id") else contextlib.nullcontext():
+            value = oracle_reward(model, tokenizer, self.cfg, samples_path=samples)
         if value is not None:
             self.metrics[f"oracle_reward{suffix}"] = value
 
