@@ -53,13 +53,4 @@ def run(cfg: DictConfig) -> dict:
         peft_config=adapter,
         callbacks=adapters.callbacks(cfg.peft),
     )
-    trainable, total = adapters.count_parameters(trainer.model)
-    stage.record({"trainable_params": trainable, "total_params": total})
-
-    stage.evaluate(trainer, suffix="_before")
-    stage.measure_oracle(trainer.model, tokenizer, suffix="_before")
-    stage.train(trainer)
-    stage.evaluate(trainer)
-    stage.measure_oracle(trainer.model, tokenizer)
-    stage.save_model(trainer.model, tokenizer)
-    return stage.finish()
+    return stage.fit(trainer, tokenizer)
