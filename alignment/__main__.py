@@ -50,7 +50,7 @@ def _run(cfg: DictConfig) -> None:
             run_pipeline(cfg, overrides)
         else:
             from alignment.stages import run_stage
-            from alignment.stages.stage_run import finished_metrics
+            from alignment.stages.run_state import finished_metrics
 
             if finished_metrics(cfg) is not None:
                 # Same command again after it finished: nothing to do (resume=fresh trains again).

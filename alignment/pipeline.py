@@ -23,7 +23,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from alignment.config import RewardSourceConfig
 from alignment.errors import AlignmentError
 from alignment.launch import barrier, is_main_process
-from alignment.stages.stage_run import HASH_EXCLUDED_DISTRIBUTED, finished_metrics, write_atomic
+from alignment.stages.run_state import HASH_EXCLUDED_DISTRIBUTED, finished_metrics
+from alignment.stages.stage_run import write_atomic
 
 log = logging.getLogger("alignment")
 

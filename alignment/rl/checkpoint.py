@@ -77,7 +77,7 @@ def save_checkpoint(trainer, stage_dir: Path | str, total_limit: int | None = No
 
 
 def _rotate(stage_dir: Path, total_limit: int | None) -> None:
-    from alignment.stages.stage_run import checkpoint_steps
+    from alignment.stages.run_state import checkpoint_steps
 
     if not total_limit or total_limit <= 0:
         return

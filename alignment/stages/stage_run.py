@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
-import hashlib
 import json
 import logging
 import math
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -37,20 +34,21 @@ from alignment.launch import (
     trainer_values,
 )
 from alignment.secrets import SecretFilter, scrub
+from alignment.stages.run_state import (
+    CHECKPOINT_NAME,
+    OUTPUT_DIRS,
+    RUN_STATE,
+    changed_keys,
+    checkpoint_steps,
+    incomplete_checkpoints,
+    is_out_of_disk,
+    out_of_disk,
+    previous_config,
+    remove_path,
+    stage_config_hash,
+)
 
 log = logging.getLogger("alignment")
-
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-RUN_STATE = "run_state.json"
-# Outputs of a finished stage; only trusted with metrics.json beside them.
-_OUTPUT_DIRS = ("model", "adapter", "value_model", "value_model_adapter")
-# Settings that do not change what a stage computes: changing them never blocks a resume.
-_HASH_EXCLUDED = ("debug", "resume", "output_dir", "pipeline", "tracking")
-_HASH_EXCLUDED_TRAINER = ("save_steps", "save_total_limit", "save_strategy", "logging_steps")
-# Launch plumbing; machine_rank also differs between the machines of one multi-node run, which must agree on the hash.
-HASH_EXCLUDED_DISTRIBUTED = ("machine_rank", "main_process_ip", "main_process_port", "dry_run", "launch_args")
-# Config keys naming models the stage reads; their files are fingerprinted into the hash.
-_INPUT_KEYS = ("model.path", "ref_model", "value_model")
 
 
 class StageRun:
@@ -119,10 +117,10 @@ class StageRun:
         """Refuse to resume checkpoints (or overwrite outputs) that were made under another config or inputs."""
         if not checkpoint_steps(self.dir) and not (self.dir / "metrics.json").exists():
             return
-        old = _previous_config(self.dir)
+        old = previous_config(self.dir)
         if old is None or old.get("config_hash") == self.config_hash:
             return
-        changed = _changed_keys(old.get("config") or {}, self._hashed)
+        changed = changed_keys(old.get("config") or {}, self._hashed)
         raise AlignmentError(
             f"{self.dir} holds a run made under a different config or inputs (changed: {', '.join(changed[:6])}); "
             "resuming it would mix the two. Re-run with resume=fresh to start this stage over, or pick another "
@@ -137,10 +135,10 @@ class StageRun:
         if not is_main_process():
             return
         for child in self.dir.iterdir():
-            if child.name.startswith(".") or child.name in ("metrics.json", *_OUTPUT_DIRS):
-                _remove(child)
-        for step in _incomplete_checkpoints(self.dir):
-            _remove(self.dir / f"checkpoint-{step}")
+            if child.name.startswith(".") or child.name in ("metrics.json", *OUTPUT_DIRS):
+                remove_path(child)
+        for step in incomplete_checkpoints(self.dir):
+            remove_path(self.dir / f"checkpoint-{step}")
 
     def last_checkpoint(self) -> str | None:
         """The newest complete ``checkpoint-<step>`` dir to resume from, unless ``resume=fresh``."""
@@ -216,7 +214,7 @@ class StageRun:
         """Train, resuming from the last checkpoint when there is one, and record the train metrics."""
         ckpt = self.last_checkpoint()
         if ckpt:
-            step = int(_CHECKPOINT.match(Path(ckpt).name).group(1))
+            step = int(CHECKPOINT_NAME.match(Path(ckpt).name).group(1))
             log.info("resuming %s from %s", self.name, ckpt)
             self.metrics["resumed_from_step"] = step
         from alignment.callbacks import NonFiniteGuard
@@ -226,8 +224,8 @@ class StageRun:
             result = trainer.train(resume_from_checkpoint=ckpt)
         except Exception as err:
             if is_out_of_disk(err, self.dir):
-                for step in _incomplete_checkpoints(self.dir):  # free what the failed save took
-                    _remove(self.dir / f"checkpoint-{step}")
+                for step in incomplete_checkpoints(self.dir):  # free what the failed save took
+                    remove_path(self.dir / f"checkpoint-{step}")
                 raise out_of_disk(self.dir, err) from err
             raise
         self.record({k: v for k, v in result.metrics.items() if k != "total_flos"})
@@ -402,134 +400,3 @@ def _wandb_configured() -> bool:
         return True
     netrc = Path.home() / ".netrc"
     return netrc.exists() and "api.wandb.ai" in netrc.read_text(encoding="utf-8", errors="ignore")
-
-
-# -- resume bookkeeping -------------------------------------------------------------------------------------------
-def stage_config_hash(cfg: DictConfig) -> tuple[str, dict]:
-    """A short hash of what a stage computes: its resolved config (secrets masked) and its input models' files."""
-    data = scrub(OmegaConf.to_container(cfg, resolve=True))
-    for key in _HASH_EXCLUDED:
-        data.pop(key, None)
-    for key in _HASH_EXCLUDED_TRAINER:
-        (data.get("trainer") or {}).pop(key, None)
-    for key in HASH_EXCLUDED_DISTRIBUTED:
-        (data.get("distributed") or {}).pop(key, None)
-    data["inputs"] = {key: _fingerprint(path) for key in _INPUT_KEYS if (path := OmegaConf.select(cfg, key))}
-    for i, source in enumerate(OmegaConf.select(cfg, "reward.sources") or []):
-        if source.get("path") and source.get("type") == "model":
-            data["inputs"][f"reward.sources.{i}"] = _fingerprint(source.path)
-    blob = json.dumps(data, sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16], data
-
-
-def _fingerprint(path: str) -> str:
-    """Names, sizes and mtimes of a local model dir's files (a retrained model changes them); Hub ids as given."""
-    local = Path(str(path)).expanduser()
-    if not local.exists():
-        return str(path)
-    if local.is_dir() and not (local / "config.json").exists() and (local / "model").is_dir():
-        local = local / "model"
-    files = sorted(p for p in local.iterdir() if p.is_file()) if local.is_dir() else [local]
-    parts = [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files]
-    return hashlib.sha256("|".join(parts).encode("utf-8")).hexdigest()[:16]
-
-
-def finished_metrics(cfg: DictConfig, name: str | None = None) -> dict | None:
-    """The metrics of this stage if it already finished under the same config and inputs (else None)."""
-    if str(cfg.resume) in ("fresh", "false", "False"):
-        return None
-    stage_dir = Path(cfg.output_dir) / (name or str(cfg.get("step") or cfg.stage))
-    metrics = stage_dir / "metrics.json"
-    old = _previous_config(stage_dir) if metrics.exists() else None
-    if old is None or old.get("config_hash") != stage_config_hash(cfg)[0]:
-        return None
-    try:
-        return json.loads(metrics.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        return None
-
-
-def checkpoint_steps(stage_dir: Path) -> list[int]:
-    """Steps of the complete checkpoints in ``stage_dir``, oldest first.
-
-    HF Trainer writes ``trainer_state.json`` last, so a checkpoint whose state file parses is complete; our PPO loop
-    writes its ``ppo_state.json`` last in the same way.
-    """
-    return sorted(step for step, ok in _checkpoints(stage_dir) if ok)
-
-
-def _incomplete_checkpoints(stage_dir: Path) -> list[int]:
-    return sorted(step for step, ok in _checkpoints(stage_dir) if not ok)
-
-
-def _checkpoints(stage_dir: Path) -> list[tuple[int, bool]]:
-    found = []
-    if not stage_dir.is_dir():
-        return found
-    for path in stage_dir.iterdir():
-        if (m := _CHECKPOINT.match(path.name)) and path.is_dir():
-            found.append((int(m.group(1)), _state_file_ok(path)))
-    return found
-
-
-def _state_file_ok(ckpt: Path) -> bool:
-    for name in ("trainer_state.json", "ppo_state.json"):
-        try:
-            json.loads((ckpt / name).read_text(encoding="utf-8"))
-            return True
-        except (OSError, json.JSONDecodeError):
-            continue
-    return False
-
-
-def _previous_config(stage_dir: Path) -> dict | None:
-    """What the last run in ``stage_dir`` recorded (``run_state.json``), or None when it left no record."""
-    try:
-        return json.loads((stage_dir / RUN_STATE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def _changed_keys(old: dict, new: dict) -> list[str]:
-    """Dotted keys whose values differ between two nested configs."""
-
-    def diff(a: dict, b: dict, prefix: str) -> list[str]:
-        out = []
-        for key in sorted(set(a) | set(b), key=str):
-            x, y = a.get(key), b.get(key)
-            if isinstance(x, dict) and isinstance(y, dict):
-                out += diff(x, y, f"{prefix}{key}.")
-            elif x != y:
-                out.append(f"{prefix}{key}")
-        return out
-
-    return diff(old, new, "") or ["unknown"]
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def is_out_of_disk(err: BaseException, where: Path) -> bool:
-    """Whether a failed save ran out of disk: safetensors and torch.save report it in their own words, if at all."""
-    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-        return True
-    text = str(err)
-    if "No space left on device" in text or "os error 28" in text:
-        return True
-    try:
-        return shutil.disk_usage(where).free < 1 << 20  # torch.save only says "unexpected pos ..."
-    except OSError:
-        return False
-
-
-def out_of_disk(where: Path, err: BaseException) -> AlignmentError:
-    reason = str(err).splitlines()[0] if str(err) else err.__class__.__name__
-    return AlignmentError(
-        f"out of disk space while saving to {where} ({reason}); nothing finished-looking was written. "
-        "Free space (or set output_dir to a larger disk) and re-run the same command to resume from the last "
-        "checkpoint"
-    )
