@@ -226,6 +226,6 @@ def register_configs() -> None:
     cs.store(name="base_config", node=AlignConfig)
     for stage, cls in trl_config_classes().items():
         cs.store(group="schema/trainer", name=stage, node=trainer_schema(cls))
-    from alignment.rl.ppo import PPOSettings
+    from alignment.rl.settings import PPOSettings
 
     cs.store(group="schema/trainer", name="ppo", node=PPOSettings)
