@@ -2,12 +2,17 @@
 
 TRL's ORPOTrainer tokenises text itself; ``SharedEncodingORPOTrainer`` feeds it the shared data layer's encoding
 instead, so ORPO trains on exactly the tokens and end-of-turn the other stages use.
+
+TRL computes ORPO's NLL term over prompt and reply together, so the policy is also trained to write the user's
+turns and the system prompt. Here it is the NLL of the chosen reply only (the tokens the data layer marks for
+training, as in SFT and in the ORPO paper's L_SFT); ``nll_loss`` in the metrics is then comparable to SFT's loss.
 """
 
 from __future__ import annotations
 
 import os
 
+import torch
 from omegaconf import DictConfig
 
 from alignment import adapters
@@ -30,6 +35,14 @@ def orpo_row(row: dict) -> dict:
     return out
 
 
+def reply_nll(chosen_logits: torch.Tensor, chosen_labels: torch.Tensor) -> torch.Tensor:
+    """Mean NLL over the reply tokens: ``chosen_logits[:, t]`` predicts token ``t + 1``; labels are -100 elsewhere."""
+    targets = chosen_labels[:, 1:].to(chosen_logits.device)
+    pad = chosen_logits.shape[1] - targets.shape[1]  # logits are padded to the longer of chosen and rejected
+    targets = torch.nn.functional.pad(targets, (0, pad), value=-100)
+    return torch.nn.functional.cross_entropy(chosen_logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
+
+
 def run(cfg: DictConfig) -> dict:
     try:
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
@@ -39,6 +52,10 @@ def run(cfg: DictConfig) -> dict:
     class SharedEncodingORPOTrainer(ORPOTrainer):
         def tokenize_row(self, feature, model=None):
             return orpo_row(feature)
+
+        def concatenated_forward(self, model, batch):
+            out = super().concatenated_forward(model, batch)  # (chosen_logps, rejected_logps, chosen_logits, ...)
+            return (*out[:4], reply_nll(out[2], batch["chosen_labels"]), *out[5:])
 
     stage = StageRun(cfg)
     tokenizer, policy, _, adapter = policy_and_reference(cfg, with_reference=False)

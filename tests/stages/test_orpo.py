@@ -30,3 +30,15 @@ def test_orpo_rows_train_on_the_reply_tokens_only():
     assert row["rejected_input_ids"] == [1, 2, 3, 9, 0]
     assert row["rejected_labels"] == [-100, -100, -100, 9, 0]
     assert row["rejected_attention_mask"] == [1] * 5
+
+
+def test_orpo_nll_counts_the_reply_tokens_only():
+    torch = pytest.importorskip("torch")
+    from alignment.stages.orpo import reply_nll
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 11)  # logits[:, t] predicts token t + 1; padded one past the labels' length
+    labels = torch.tensor([[-100, -100, 4, 7], [-100, 3, -100, -100]])
+    log_probs = logits.log_softmax(-1)
+    expected = -(log_probs[0, 1, 4] + log_probs[0, 2, 7] + log_probs[1, 0, 3]) / 3
+    assert torch.allclose(reply_nll(logits, labels), expected)
