@@ -1,7 +1,8 @@
 """Templates and word lists that scripts/make_data.py fills to build the embedded datasets.
 
-Kept apart from the generator so the text (English and Chinese) can be read and edited on its own. Titles, names
-and keywords are split by make_data.split_pool: every fourth item only appears in test rows.
+Kept apart from the generator so the text (English and Chinese) can be read and edited on its own. With
+``make_data.py --hold-out-words``, titles, names and keywords are split by make_data.split_pool: every fourth item
+then only appears in test rows.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The SFT replies are deliberately imperfect (see IMPERFECTION and data/README.md) so that DPO, PPO and GRPO have room
 to show gains under the rule-based oracle. Deterministic: the same arguments give byte-identical files.
-Usage: python scripts/make_data.py [--seed 0] [--noise 0.0] [--out data/]
+Usage: python scripts/make_data.py [--seed 0] [--noise 0.0] [--out data/] [--hold-out-words]
 """
 
 from __future__ import annotations
@@ -48,6 +48,9 @@ REJECTED = {
 SHAPES = {"sft": (0.58, 0.22, 0.20), "preference": (0.75, 0.125, 0.125), "prompts": (0.75, 0.125, 0.125)}
 CHAT_RULE_WEIGHTS = {"language": 0.30, "start_name": 0.25, "max_words": 0.20, "keyword": 0.25}
 CHAT_WITH_SYSTEM_RULE = 0.75
+# Largest operand of the arithmetic questions. 0..10 gives 187 facts (121 sums, 66 differences), few enough that the
+# 2.4M-parameter tiny model sees each one several times in training.
+ARITH_MAX = 10
 
 
 @dataclass
@@ -73,14 +76,16 @@ def split_pool(items: list[str], split: str) -> list[str]:
     return [x for i, x in enumerate(items) if (i % 4 == 3) == (split == "test")]
 
 
-def make_pools(split: str) -> Pools:
-    titles = {
-        (lang, cat[0]): split_pool(list(cat[-1]), split) for lang in ("en", "zh") for cat in bank.CATEGORIES[lang]
-    }
+def make_pools(split: str, hold_out_words: bool) -> Pools:
+    """Every name, title and keyword, or (``hold_out_words``) only the split's share of them."""
+
+    def pool(items) -> list[str]:
+        return split_pool(list(items), split) if hold_out_words else list(items)
+
     return Pools(
-        names={lang: split_pool(bank.NAMES[lang], split) for lang in ("en", "zh")},
-        keywords={lang: split_pool(bank.KEYWORDS[lang], split) for lang in ("en", "zh")},
-        titles=titles,
+        names={lang: pool(bank.NAMES[lang]) for lang in ("en", "zh")},
+        keywords={lang: pool(bank.KEYWORDS[lang]) for lang in ("en", "zh")},
+        titles={(lang, cat[0]): pool(cat[-1]) for lang in ("en", "zh") for cat in bank.CATEGORIES[lang]},
     )
 
 
@@ -133,7 +138,7 @@ def identity_turn(rng: random.Random, lang: str, pools: Pools, follow_up: bool) 
 
 def arithmetic_turn(rng: random.Random, lang: str, pools: Pools, follow_up: bool) -> Turn:
     op = rng.choice("+-")
-    a, b = rng.randint(0, 20), rng.randint(0, 20)
+    a, b = rng.randint(0, ARITH_MAX), rng.randint(0, ARITH_MAX)
     if op == "-" and a < b:  # results stay non-negative
         a, b = b, a
     answer = a + b if op == "+" else a - b
@@ -185,7 +190,7 @@ def sentiment_turn(rng: random.Random, lang: str, pools: Pools, follow_up: bool)
     )
 
 
-def chat_turn(rng: random.Random, lang: str, rule: dict, user_lang: str, topic: tuple) -> Turn:
+def chat_turn(rng: random.Random, lang: str, rule: dict, user_lang: str, topic: tuple, pools: Pools) -> Turn:
     q_en, q_zh, en, en_short, zh = topic
     user = rng.choice(bank.CHAT_OPENERS[user_lang]) + (q_en if user_lang == "en" else q_zh)
     answer = {"en": en, "zh": zh}
@@ -202,7 +207,9 @@ def chat_turn(rng: random.Random, lang: str, rule: dict, user_lang: str, topic: 
     else:
         base, mention = answer[lang], rng.choice(bank.KEYWORD_SENTENCES[lang])
         good = base + mention.format(kw=rule["keyword"])
-        others = [k for k in bank.KEYWORDS[lang] if k != rule["keyword"]]
+        # The other keyword comes from the split's own pool: a held-out keyword must never appear in training rows,
+        # least of all only in rejected replies (a reward model would learn to punish exactly the test keywords).
+        others = [k for k in pools.keywords[lang] if k != rule["keyword"]]
         broken = base + mention.format(kw=rng.choice(others)) if rng.random() < 0.4 else base
     return Turn(user=user, spec={"task": "chat", **rule}, replies={"good": good, "break": broken})
 
@@ -260,7 +267,7 @@ def conversation(rng: random.Random, family: str, kind: str, pools: Pools) -> tu
         else:
             # Without a system rule, the implicit rule is to answer in the user's language.
             turn_rule = rule or {"rule": "language", "lang": lang}
-            turns.append(chat_turn(rng, lang, turn_rule, user_lang if rule else lang, topics[i]))
+            turns.append(chat_turn(rng, lang, turn_rule, user_lang if rule else lang, topics[i], pools))
     messages = [{"role": "system", "content": system}] if system else []
     for turn in turns[:-1]:
         reply = sft_reply(rng, turn) if kind == "sft" else turn.replies["good"]
@@ -303,11 +310,11 @@ def prompt_key(row: dict) -> str:
     return json.dumps(messages, ensure_ascii=False)
 
 
-def make_file(seed: int, kind: str, split: str, seen: set[str]) -> list[dict]:
+def make_file(seed: int, kind: str, split: str, seen: set[str], hold_out_words: bool = False) -> list[dict]:
     """Rows balanced over the four families; test rows skip every prompt already in ``seen``."""
     size = SIZES[(kind, split)]
     rng = random.Random(f"{seed}:{kind}:{split}")
-    pools = make_pools(split)
+    pools = make_pools(split, hold_out_words)
     families = [FAMILIES[i % 4] for i in range(size)]
     rng.shuffle(families)
     rows = []
@@ -339,12 +346,13 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def generate(seed: int = 0, noise: float = 0.0) -> dict[tuple[str, str], list[dict]]:
+def generate(seed: int = 0, noise: float = 0.0, hold_out_words: bool = False) -> dict[tuple[str, str], list[dict]]:
     """Every file's rows keyed by (kind, split); train first, so test can avoid all train prompts."""
-    files = {(kind, "train"): make_file(seed, kind, "train", set()) for kind in ("sft", "preference", "prompts")}
+    kinds = ("sft", "preference", "prompts")
+    files = {(kind, "train"): make_file(seed, kind, "train", set(), hold_out_words) for kind in kinds}
     seen = {prompt_key(row) for rows in files.values() for row in rows}
-    for kind in ("sft", "preference", "prompts"):
-        files[(kind, "test")] = make_file(seed, kind, "test", seen)
+    for kind in kinds:
+        files[(kind, "test")] = make_file(seed, kind, "test", seen, hold_out_words)
     add_noise(files[("preference", "train")], noise, seed)
     return files
 
@@ -375,10 +383,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--noise", type=float, default=0.0, help="share of preference train pairs to swap")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "data")
     parser.add_argument("--quiet", action="store_true", help="do not print the summary")
+    parser.add_argument(
+        "--hold-out-words",
+        action="store_true",
+        help="harder test split: every fourth name, title and keyword appears only in test rows",
+    )
     args = parser.parse_args(argv)
     if not 0.0 <= args.noise <= 1.0:
         parser.error(f"--noise must be in [0, 1], got {args.noise}")
-    files = generate(args.seed, args.noise)
+    files = generate(args.seed, args.noise, args.hold_out_words)
     for (kind, split), rows in files.items():
         write_jsonl(args.out / kind / f"{split}.jsonl", rows)
     if not args.quiet:

@@ -154,21 +154,35 @@ def test_test_prompts_are_disjoint_from_train_and_unique(rows):
     assert len(test) == len(set(test))
 
 
-def test_test_rows_use_held_out_names_titles_and_keywords(rows):
-    def held(split):
-        return [json.loads(r["oracle"]) for kind in ("sft", "preference", "prompts") for r in rows[(kind, split)]]
+def test_hold_out_words_keeps_test_names_titles_and_keywords_out_of_every_train_row(tmp_path):
+    assert make_data.main(["--out", str(tmp_path), "--quiet", "--hold-out-words"]) == 0
+
+    def read(kind, split):
+        return (tmp_path / kind / f"{split}.jsonl").read_text(encoding="utf-8")
+
+    def specs(split):
+        return [json.loads(json.loads(line)["oracle"]) for kind in ("sft", "preference", "prompts")
+                for line in read(kind, split).splitlines()]  # fmt: skip
 
     for field in ("name", "keyword"):
-        train = {s[field] for s in held("train") if field in s}
-        test = {s[field] for s in held("test") if field in s}
+        train = {s[field] for s in specs("train") if field in s}
+        test = {s[field] for s in specs("test") if field in s}
         assert test and not train & test, field
-    test_titles = {
-        t for lang in ("en", "zh") for cat in bank.CATEGORIES[lang] for t in make_data.split_pool(cat[-1], "test")
-    }
-    train_text = (REPO / "data" / "sft" / "train.jsonl").read_text(encoding="utf-8")
-    assert not [t for t in test_titles if re.search(rf"(?<![\w]){re.escape(t)}(?![\w])", train_text)]
-    test_text = json.dumps(rows[("prompts", "test")], ensure_ascii=False)
-    assert sum(t in test_text for t in test_titles) >= 10
+    held_out = [t for lang in ("en", "zh") for cat in bank.CATEGORIES[lang] for t in make_data.split_pool(cat[-1], "test")]
+    held_out += [w for lang in ("en", "zh") for w in make_data.split_pool(bank.KEYWORDS[lang], "test")]
+    # Anywhere in a train row, rejected replies included (a rejected "other keyword" once leaked test keywords).
+    train_text = "".join(read(kind, "train") for kind in ("sft", "preference", "prompts"))
+    assert not [t for t in held_out if re.search(rf"(?<![\w]){re.escape(t)}(?![\w])", train_text)]
+    test_text = read("prompts", "test")
+    assert sum(t in test_text for t in held_out) >= 10
+
+
+def test_default_split_draws_names_and_keywords_from_one_pool(rows):
+    def values(split, field):
+        return {json.loads(r["oracle"]).get(field) for kind in ("sft", "preference", "prompts") for r in rows[(kind, split)]}
+
+    for field in ("name", "keyword"):
+        assert values("test", field) - {None} <= values("train", field) - {None}
 
 
 # --- imperfection and preference pairs under the oracle ------------------------------------------------------------
