@@ -33,7 +33,14 @@ LEARNING_RATES = {
     "prefix_tuning": 3e-2,
 }
 # Shorter than the default SFT (2 epochs, ~1,000 steps): the same schedule for every method.
-SCHEDULE = ["trainer.warmup_steps=8", "data.max_eval_rows=128", "oracle_eval.enabled=false"]
+# Padded batches of 16 rows (not the packed SFT default), so a step is the same 16 conversations for every method.
+SCHEDULE = [
+    "trainer.warmup_steps=8",
+    "trainer.packing=false",
+    "trainer.per_device_train_batch_size=16",
+    "data.max_eval_rows=128",
+    "oracle_eval.enabled=false",
+]
 
 
 def run_method(method: str, out: Path, max_steps: int, threads: int) -> dict:
