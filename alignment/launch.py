@@ -327,9 +327,11 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def defer_evaluation(trainer, record: Callable[[dict], None]) -> bool:
+def defer_evaluation(trainer, record: Callable[[dict], None], evaluate: Callable[[], dict] | None = None) -> bool:
     """Under DeepSpeed an evaluation before training builds an inference engine that training cannot reuse, so run
-    it when training begins instead, on the training engine. True when deferred (``record`` gets the metrics)."""
+    it when training begins instead, on the training engine. True when deferred (``record`` gets the metrics of
+    ``evaluate``, by default ``trainer.evaluate``)."""
+    evaluate = evaluate or trainer.evaluate
     if not getattr(trainer, "is_deepspeed_enabled", False) or getattr(trainer, "deepspeed", None) is not None:
         return False
     from transformers import TrainerCallback
@@ -340,7 +342,7 @@ def defer_evaluation(trainer, record: Callable[[dict], None]) -> bool:
         def on_train_begin(self, args, state, control, **kwargs):
             if not self.done:
                 self.done = True
-                record(trainer.evaluate())
+                record(evaluate())
 
     trainer.add_callback(EvaluateAtTrainBegin())
     return True

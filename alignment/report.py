@@ -56,8 +56,11 @@ def metrics_table(dirs: list[Path]) -> str:
         for key, label in KEY_METRICS:
             if key not in m:
                 continue
-            before = m.get(f"{key}_before")
-            rows.append(f"| {d.name} | {label} | {_fmt(before) if before is not None else ''} | {_fmt(m[key])} |")
+            # The metric, then its per-task-family breakdown (``eval_accuracy/identity``, ...) when recorded.
+            tasks = sorted(k[len(key) + 1 :] for k in m if k.startswith(f"{key}/") and not k.endswith("_before"))
+            for name, text in [(key, label)] + [(f"{key}/{t}", f"{label}: {t}") for t in tasks]:
+                before = m.get(f"{name}_before")
+                rows.append(f"| {d.name} | {text} | {_fmt(before) if before is not None else ''} | {_fmt(m[name])} |")
     return "\n".join(rows)
 
 

@@ -25,7 +25,13 @@ def test_report_tables_every_stage_in_pipeline_order(tmp_path):
         _stage(
             tmp_path,
             "dpo",
-            {"eval_rewards/accuracies": 0.9, "oracle_reward_before": 0.3, "oracle_reward": 0.5},
+            {
+                "eval_rewards/accuracies": 0.9,
+                "eval_rewards/accuracies/chat": 0.8,
+                "eval_rewards/accuracies/chat_before": 0.5,
+                "oracle_reward_before": 0.3,
+                "oracle_reward": 0.5,
+            },
             [0.69, 0.4],
         ),
     ]
@@ -34,6 +40,9 @@ def test_report_tables_every_stage_in_pipeline_order(tmp_path):
     lines = text.splitlines()
     assert "| sft | held-out loss | 8 | 2 |" in lines
     assert "| dpo | oracle reward | 0.3 | 0.5 |" in lines
+    assert lines.index("| dpo | reward accuracy |  | 0.9 |") + 1 == lines.index(
+        "| dpo | reward accuracy: chat | 0.5 | 0.8 |"
+    )
     assert lines.index("| sft | held-out loss | 8 | 2 |") < lines.index("| dpo | oracle reward | 0.3 | 0.5 |")
     assert (tmp_path / "report.png").stat().st_size > 1000
     assert (tmp_path / "report.md").read_text(encoding="utf-8") == text

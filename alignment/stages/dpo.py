@@ -18,6 +18,7 @@ from alignment import adapters
 from alignment.errors import AlignmentError
 from alignment.stages.inputs import needs_separate_reference, policy_and_reference, preference_data
 from alignment.stages.stage_run import StageRun
+from alignment.stages.task_metrics import task_indices
 
 # The losses that read ``label_smoothing`` (TRL >= 0.29); elsewhere it has no effect.
 SMOOTHED_LOSSES = ("robust", "exo_pair", "aot", "aot_unpaired")
@@ -79,6 +80,7 @@ def run(cfg: DictConfig) -> dict:
     with_reference = not precompute or needs_separate_reference(cfg)
     tokenizer, policy, reference, adapter = policy_and_reference(cfg, with_reference=with_reference)
     train_ds, eval_ds = preference_data(cfg, tokenizer, stage)
+    stage.per_task = (task_indices(eval_ds), ["eval_rewards/accuracies", "eval_rewards/margins"])
 
     trainer = SharedEncodingDPOTrainer(
         model=policy,

@@ -13,6 +13,7 @@ from alignment import adapters
 from alignment.models import load_sequence_classifier, load_tokenizer, resolve_model_path
 from alignment.stages.inputs import preference_data
 from alignment.stages.stage_run import StageRun
+from alignment.stages.task_metrics import task_indices
 
 
 def _full_sequences(row: dict) -> dict:
@@ -37,6 +38,7 @@ def run(cfg: DictConfig) -> dict:
     keep = ["chosen_ids", "rejected_ids"] + (["margin"] if "margin" in train_ds.column_names else [])
     train_ds = train_ds.map(_full_sequences).select_columns(keep)
     if eval_ds is not None:
+        stage.per_task = (task_indices(eval_ds), ["eval_accuracy", "eval_margin"])
         eval_ds = eval_ds.map(_full_sequences)
         eval_ds = eval_ds.select_columns([c for c in keep if c in eval_ds.column_names])
 

@@ -47,6 +47,7 @@ from alignment.stages.run_state import (
     remove_path,
     stage_config_hash,
 )
+from alignment.stages.task_metrics import evaluate_by_task
 
 log = logging.getLogger("alignment")
 
@@ -61,6 +62,9 @@ class StageRun:
         self.dir = Path(cfg.output_dir) / self.name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.metrics: dict[str, float] = {}
+        # (held-out row indices per task, metric keys to break down): set by stages whose metrics mean something per
+        # task, e.g. ``stage.per_task = (task_indices(eval_rows), ["eval_accuracy"])``.
+        self.per_task: tuple[dict[str, list[int]], list[str]] = ({}, [])
         if str(cfg.resume) not in ("auto", "fresh", "true", "false", "True", "False"):
             raise AlignmentError(f"resume='{cfg.resume}' must be auto (or true) or fresh (or false)")
         # Fail on a bad value before loading models or data, and before touching earlier output.
@@ -175,11 +179,14 @@ class StageRun:
             raise AlignmentError(f"invalid trainer settings for stage {self.name}: {err}") from err
 
     def evaluate(self, trainer, suffix: str = "") -> None:
-        """Held-out metrics of the trainer's model (same masks as training), recorded as ``<key><suffix>``."""
+        """Held-out metrics of the trainer's model (same masks as training), recorded as ``<key><suffix>``; also
+        per task family for the keys ``self.per_task`` names (see stages/task_metrics.py)."""
         if trainer.eval_dataset is not None:
-            if defer_evaluation(trainer, lambda metrics: self.record(metrics, suffix)):
+            groups, keys = self.per_task
+            run = evaluate_by_task(trainer, groups, keys) if groups else trainer.evaluate
+            if defer_evaluation(trainer, lambda metrics: self.record(metrics, suffix), run):
                 return
-            self.record(trainer.evaluate(), suffix)
+            self.record(run(), suffix)
 
     def measure_oracle(self, model, tokenizer, suffix: str = "") -> None:
         """Record ``oracle_reward<suffix>`` when the data has an oracle; keep the scored samples beside it."""

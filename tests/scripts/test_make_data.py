@@ -168,7 +168,9 @@ def test_hold_out_words_keeps_test_names_titles_and_keywords_out_of_every_train_
         train = {s[field] for s in specs("train") if field in s}
         test = {s[field] for s in specs("test") if field in s}
         assert test and not train & test, field
-    held_out = [t for lang in ("en", "zh") for cat in bank.CATEGORIES[lang] for t in make_data.split_pool(cat[-1], "test")]
+    held_out = [
+        t for lang in ("en", "zh") for cat in bank.CATEGORIES[lang] for t in make_data.split_pool(cat[-1], "test")
+    ]
     held_out += [w for lang in ("en", "zh") for w in make_data.split_pool(bank.KEYWORDS[lang], "test")]
     # Anywhere in a train row, rejected replies included (a rejected "other keyword" once leaked test keywords).
     train_text = "".join(read(kind, "train") for kind in ("sft", "preference", "prompts"))
@@ -179,7 +181,11 @@ def test_hold_out_words_keeps_test_names_titles_and_keywords_out_of_every_train_
 
 def test_default_split_draws_names_and_keywords_from_one_pool(rows):
     def values(split, field):
-        return {json.loads(r["oracle"]).get(field) for kind in ("sft", "preference", "prompts") for r in rows[(kind, split)]}
+        return {
+            json.loads(r["oracle"]).get(field)
+            for kind in ("sft", "preference", "prompts")
+            for r in rows[(kind, split)]
+        }
 
     for field in ("name", "keyword"):
         assert values("test", field) - {None} <= values("train", field) - {None}

@@ -37,6 +37,8 @@ def test_dpo_trains_the_sft_model_and_records_held_out_rewards(sft_run, tmp_path
     assert metrics["eval_rewards/margins_before"] == pytest.approx(0.0, abs=1e-5)
     assert metrics["eval_rewards/margins"] != pytest.approx(0.0, abs=1e-5)
     assert 0.0 <= metrics["oracle_reward"] <= 1.0
+    per_task = [k for k in metrics if k.startswith("eval_rewards/accuracies/") and not k.endswith("_before")]
+    assert len(per_task) >= 2 and all(0.0 <= metrics[k] <= 1.0 for k in per_task)
     assert changed_fraction(sft_run / "model", out / "model") > 0.9
 
 

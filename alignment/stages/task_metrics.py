@@ -1,0 +1,53 @@
+"""Held-out metrics per task family, for data whose rows carry an oracle spec naming a ``task`` (the embedded data).
+
+A single number such as ``eval_accuracy`` 0.69 hides which behaviour a reward model or policy learned; with the
+embedded data it is recorded per family as well (``eval_accuracy/identity``, ``eval_accuracy/sentiment``, ...). The
+trainer's own evaluation runs once per family on that family's held-out rows, so the numbers are computed exactly
+like the overall one (same masks, same losses, same distributed set-up).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+
+
+def task_indices(dataset) -> dict[str, list[int]]:
+    """Row indices per task, from the ``oracle`` column; empty when there is none or only one task."""
+    if dataset is None or "oracle" not in dataset.column_names:
+        return {}
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, spec in enumerate(dataset["oracle"]):
+        task = _task(spec)
+        if task:
+            groups[task].append(i)
+    return dict(groups) if len(groups) > 1 else {}
+
+
+def _task(spec) -> str | None:
+    """The ``task`` of one oracle spec (a JSON string or a mapping); None when it names none. Only grouping is done
+    here, so the spec is not validated (the oracle evaluation does that)."""
+    if isinstance(spec, str):
+        try:
+            spec = json.loads(spec) if spec.strip() else None
+        except json.JSONDecodeError:
+            return None
+    task = spec.get("task") if isinstance(spec, Mapping) else None
+    return str(task) if task else None
+
+
+def evaluate_by_task(trainer, groups: dict[str, list[int]], keys: Iterable[str]) -> Callable[[], dict]:
+    """A function running the trainer's evaluation on all held-out rows, then on each task's rows, returning the
+    overall metrics plus ``<key>/<task>`` for each of ``keys``."""
+    keys = tuple(keys)
+
+    def run() -> dict:
+        metrics = dict(trainer.evaluate())
+        full = trainer.eval_dataset
+        for task, rows in sorted(groups.items()):
+            part = trainer.evaluate(eval_dataset=full.select(rows))
+            metrics |= {f"{key}/{task}": part[key] for key in keys if key in part}
+        return metrics
+
+    return run
