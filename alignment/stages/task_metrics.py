@@ -44,10 +44,16 @@ def evaluate_by_task(trainer, groups: dict[str, list[int]], keys: Iterable[str])
 
     def run() -> dict:
         metrics = dict(trainer.evaluate())
+        # The trainer's own prepared rows are swapped in, not passed to evaluate(): passed rows would be prepared
+        # again (DPO's precomputed reference log-probs, for one, cannot be recomputed once training has started).
         full = trainer.eval_dataset
-        for task, rows in sorted(groups.items()):
-            part = trainer.evaluate(eval_dataset=full.select(rows))
-            metrics |= {f"{key}/{task}": part[key] for key in keys if key in part}
+        try:
+            for task, rows in sorted(groups.items()):
+                trainer.eval_dataset = full.select(rows)
+                part = trainer.evaluate()
+                metrics |= {f"{key}/{task}": part[key] for key in keys if key in part}
+        finally:
+            trainer.eval_dataset = full
         return metrics
 
     return run
