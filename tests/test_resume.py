@@ -28,6 +28,7 @@ SFT_ARGS = [
     "oracle_eval.enabled=false",
     "trainer.num_train_epochs=2",
     "trainer.per_device_train_batch_size=4",
+    "trainer.packing=false",  # padded batches: 24 rows / 4 = 6 steps per epoch, so step 6 is the epoch boundary
     "trainer.save_steps=6",
     "trainer.save_total_limit=1",
     "trainer.logging_steps=1",
