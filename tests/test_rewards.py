@@ -151,3 +151,25 @@ def test_model_folder_without_tokenizer_uses_the_one_passed(reward_model_dir, tm
         build_reward_fn([{"type": "model", "path": str(tmp_path)}], device="cpu")
     reward_fn = build_reward_fn([{"type": "model", "path": str(tmp_path)}], tokenizer=tok, device="cpu")
     assert len(reward_fn([[{"role": "user", "content": "hi"}]], ["hello"], [None])) == 1
+
+
+@pytest.mark.parametrize("trust", [True, False])
+def test_online_stages_load_reward_models_with_the_runs_trust_remote_code(monkeypatch, trust):
+    from omegaconf import OmegaConf
+
+    from alignment.stages import online
+
+    seen = {}
+    monkeypatch.setattr(online, "build_reward_fn", lambda sources, **kwargs: seen.update(sources=sources, **kwargs))
+    cfg = OmegaConf.create(
+        {
+            "model": {"trust_remote_code": trust},
+            "reward": {"sources": [{"type": "model", "path": "rm", "weight": 1.0}]},
+        }
+    )
+    online.reward_function(cfg, tokenizer="tok")
+    assert seen == {
+        "sources": [{"type": "model", "path": "rm", "weight": 1.0}],
+        "tokenizer": "tok",
+        "trust_remote_code": trust,
+    }

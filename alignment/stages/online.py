@@ -22,8 +22,11 @@ def prompt_data(cfg: DictConfig, tokenizer, stage: StageRun) -> tuple[Dataset, D
 
 
 def reward_function(cfg: DictConfig, tokenizer=None) -> RewardFunction:
-    """The weighted reward of ``reward.sources`` (reward model, oracle, ``module:function``)."""
-    return build_reward_fn(OmegaConf.to_container(cfg.reward.sources, resolve=True), tokenizer=tokenizer)
+    """The weighted reward of ``reward.sources`` (reward model, oracle, ``module:function``). Reward models load with
+    the run's ``model.trust_remote_code``, like the policy."""
+    sources = OmegaConf.to_container(cfg.reward.sources, resolve=True)
+    trust = bool(cfg.model.get("trust_remote_code", False))
+    return build_reward_fn(sources, tokenizer=tokenizer, trust_remote_code=trust)
 
 
 def trl_reward_func(reward_fn: RewardFunction):
