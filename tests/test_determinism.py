@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import read_metrics
-from tests.test_errors import cli_in_one_process
+from tests.conftest import cli_in_one_process, read_metrics
 
 pytestmark = pytest.mark.slow
 

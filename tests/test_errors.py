@@ -18,64 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, cli_env
+from tests.conftest import REPO, cli_env, cli_in_one_process
 
 pytestmark = pytest.mark.slow
-
-RUNNER = r"""
-import contextlib, errno, io, json, os, sys, time, traceback
-if os.environ.get("FAKE_ENOSPC"):
-    import transformers.modeling_utils as mu
-    def _full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
-    mu.safe_save_file = _full
-from alignment.__main__ import main
-results = []
-for item in json.loads(sys.argv[1]):
-    argv, read = (item, []) if isinstance(item, list) else (item["argv"], item.get("read", []))
-    sys.argv = ["alignment", *argv]
-    out, err = io.StringIO(), io.StringIO()
-    code, start = 0, time.perf_counter()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main()
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        except BaseException:  # escaped the CLI's handling: the test shows it
-            code = 99
-            traceback.print_exc()
-    seconds = time.perf_counter() - start
-    files = {}
-    for path in read:  # files as this run left them (a later run may rewrite them)
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                files[path] = {"text": f.read(), "mtime_ns": os.stat(path).st_mtime_ns}
-    results.append(
-        {"code": code, "stdout": out.getvalue(), "stderr": err.getvalue(), "seconds": seconds, "files": files}
-    )
-print("RESULTS=" + json.dumps(results, ensure_ascii=False))
-"""
-
-
-def cli_in_one_process(argvs: list, env: dict[str, str] | None = None) -> list[dict]:
-    """Run the CLI entry point once per argv, one after another in ONE new Python process (one start-up for all).
-
-    An item is an argv list, or ``{"argv": [...], "read": [paths]}`` to also get those files' text and mtime as that
-    run left them. Returns per run ``{"code", "stdout", "stderr", "seconds", "files"}``; ``code`` is the SystemExit
-    code (99: an exception escaped the CLI).
-    """
-    proc = subprocess.run(
-        [sys.executable, "-c", RUNNER, json.dumps(argvs)],
-        cwd=REPO,
-        env=env or cli_env(OMP_NUM_THREADS="1"),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULTS=")), None)
-    assert line, f"the runner failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
-    return json.loads(line.removeprefix("RESULTS="))
-
 
 TINY = [
     "data.max_train_rows=16",

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, cli_env, read_metrics
-from tests.test_errors import cli_in_one_process
+from tests.conftest import REPO, cli_env, cli_in_one_process, read_metrics
 
 # 24 rows / batch 4 = 6 steps an epoch, 2 epochs; the first checkpoint (step 6) is on the epoch boundary.
 SFT_ARGS = [
