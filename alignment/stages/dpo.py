@@ -80,7 +80,6 @@ def run(cfg: DictConfig) -> dict:
     with_reference = not precompute or needs_separate_reference(cfg)
     tokenizer, policy, reference, adapter = policy_and_reference(cfg, with_reference=with_reference)
     train_ds, eval_ds = preference_data(cfg, tokenizer, stage)
-    stage.per_task = (task_indices(eval_ds), ["eval_rewards/accuracies", "eval_rewards/margins"])
 
     trainer = SharedEncodingDPOTrainer(
         model=policy,
@@ -92,4 +91,5 @@ def run(cfg: DictConfig) -> dict:
         peft_config=adapter,
         callbacks=adapters.callbacks(cfg.peft),
     )
+    stage.per_task = (task_indices(trainer.eval_dataset), ["eval_rewards/accuracies", "eval_rewards/margins"])
     return stage.fit(trainer, tokenizer)

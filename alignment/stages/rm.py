@@ -38,9 +38,9 @@ def run(cfg: DictConfig) -> dict:
     keep = ["chosen_ids", "rejected_ids"] + (["margin"] if "margin" in train_ds.column_names else [])
     train_ds = train_ds.map(_full_sequences).select_columns(keep)
     if eval_ds is not None:
-        stage.per_task = (task_indices(eval_ds), ["eval_accuracy", "eval_margin"])
         eval_ds = eval_ds.map(_full_sequences)
-        eval_ds = eval_ds.select_columns([c for c in keep if c in eval_ds.column_names])
+        # ``oracle`` stays for the per-task breakdown; the trainer's collator only takes its own columns.
+        eval_ds = eval_ds.select_columns([c for c in [*keep, "oracle"] if c in eval_ds.column_names])
 
     trainer = RewardTrainer(
         model=model,
@@ -51,4 +51,6 @@ def run(cfg: DictConfig) -> dict:
         peft_config=adapter,
         callbacks=adapters.callbacks(cfg.peft),
     )
+    # From the trainer's own eval rows: RewardTrainer drops pairs longer than max_length, so indices must be its.
+    stage.per_task = (task_indices(trainer.eval_dataset), ["eval_accuracy", "eval_margin"])
     return stage.fit(trainer, tokenizer, oracle=False)  # a reward model has no policy to score
