@@ -20,11 +20,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from alignment.atomic import write_atomic
 from alignment.config import RewardSourceConfig
 from alignment.errors import AlignmentError
 from alignment.launch import barrier, is_main_process
 from alignment.stages.run_state import HASH_EXCLUDED_DISTRIBUTED, finished_metrics
-from alignment.stages.stage_run import write_atomic
 
 log = logging.getLogger("alignment")
 

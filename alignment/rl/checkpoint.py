@@ -159,7 +159,7 @@ def resume(trainer, stage) -> None:
     trainer.callbacks.append(CheckpointCallback(trainer, stage.dir, settings.save_steps, settings.save_total_limit))
     ckpt = stage.last_checkpoint()
     if ckpt:
-        from alignment.stages.stage_run import write_atomic
+        from alignment.atomic import write_atomic
 
         stage.metrics["resumed_from_step"] = load_checkpoint(trainer, ckpt)
         # The step log restarts empty; put the restored steps back so it reads as one uninterrupted run.

@@ -21,6 +21,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from alignment.atomic import replace_dir, write_atomic
 from alignment.errors import AlignmentError
 from alignment.launch import (
     barrier,
@@ -300,7 +301,7 @@ class StageRun:
             model.save_pretrained(tmp, safe_serialization=True, state_dict=state)
             if tokenizer is not None:
                 tokenizer.save_pretrained(tmp)
-            _replace_dir(tmp, target)
+            replace_dir(tmp, target)
         except Exception as err:
             shutil.rmtree(tmp, ignore_errors=True)
             if is_out_of_disk(err, self.dir):
@@ -376,30 +377,6 @@ def _bf16_supported() -> bool:
     import torch
 
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write a text file through a temp file and rename, so readers never see half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
-        raise AlignmentError(f"could not write {path}: {err}") from err
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}-old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(dst, old)
-        os.replace(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(src, dst)
 
 
 def _wandb_configured() -> bool:
