@@ -225,6 +225,10 @@ def _prepare_launched(dist: DictConfig) -> None:
         import deepspeed.ops
 
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    if dist.backend in DEEPSPEED_BACKENDS:
+        from alignment.ds_fixes import reuse_fp32_partitions
+
+        reuse_fp32_partitions()
     if not is_main_process():
         logging.getLogger().setLevel(logging.WARNING)
     if world_size() > 1:
