@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -18,6 +19,7 @@ from tqdm.auto import tqdm
 from alignment.data.oracle import score_batch
 from alignment.paths import DATA_DIR
 from alignment.rl.rollout import left_pad, truncate_at_stop
+from alignment.stages.task_metrics import task_of
 
 log = logging.getLogger("alignment")
 
@@ -69,26 +71,46 @@ def generate_replies(model, tokenizer, prompts: list[list[dict]], oe: DictConfig
     return replies
 
 
-def oracle_reward(model, tokenizer, cfg: DictConfig, samples_path: Path | None = None) -> float | None:
-    """Mean oracle score in [0, 1] over held-out prompts, or None when the data has no oracle."""
+def oracle_scores(model, tokenizer, cfg: DictConfig, samples_path: Path | None = None) -> dict[str, float]:
+    """``oracle_reward`` (mean oracle score in [0, 1] over the held-out prompts' replies) and, when the prompts span
+    several task families, ``oracle_reward/<task>`` for each; empty when the data has no oracle."""
     oe = cfg.oracle_eval
     if not oe.enabled:
-        return None
+        return {}
     rows = _prompt_rows(cfg)
     if rows is None or len(rows) == 0:
-        return None
+        return {}
     replies = generate_replies(model, tokenizer, rows["prompt"], oe, cfg.data.max_length)
     n = len(replies) // len(rows)
     oracles = [o for o in rows["oracle"] for _ in range(n)]
     scores = score_batch(oracles, replies)
-    valid = [s for s in scores if s is not None]
-    if not valid:
-        return None
+    tasks = [task_of(o) for o in oracles]
     if samples_path is not None:
         prompts = [p for p in rows["prompt"] for _ in range(n)]
         lines = [
-            json.dumps({"prompt": p, "reply": r, "score": s}, ensure_ascii=False) + "\n"
-            for p, r, s in zip(prompts, replies, scores, strict=True)
+            json.dumps({"prompt": p, "task": t, "reply": r, "score": s}, ensure_ascii=False) + "\n"
+            for p, t, r, s in zip(prompts, tasks, replies, scores, strict=True)
         ]
         samples_path.write_text("".join(lines), encoding="utf-8")
-    return sum(valid) / len(valid)
+    return summarize(tasks, scores)
+
+
+def summarize(tasks: list[str | None], scores: list[float | None]) -> dict[str, float]:
+    """Mean of the scored replies as ``oracle_reward``, plus ``oracle_reward/<task>`` when there are several tasks."""
+    by_task: dict[str, list[float]] = defaultdict(list)
+    for task, score in zip(tasks, scores, strict=True):
+        if score is not None:
+            by_task[task or ""].append(score)
+    valid = [s for group in by_task.values() for s in group]
+    if not valid:
+        return {}
+    out = {"oracle_reward": sum(valid) / len(valid)}
+    named = {t: group for t, group in by_task.items() if t}
+    if len(named) > 1:
+        out |= {f"oracle_reward/{t}": sum(group) / len(group) for t, group in sorted(named.items())}
+    return out
+
+
+def oracle_reward(model, tokenizer, cfg: DictConfig, samples_path: Path | None = None) -> float | None:
+    """Mean oracle score in [0, 1] over held-out prompts, or None when the data has no oracle."""
+    return oracle_scores(model, tokenizer, cfg, samples_path).get("oracle_reward")

@@ -190,17 +190,17 @@ class StageRun:
             self.record(run(), suffix)
 
     def measure_oracle(self, model, tokenizer, suffix: str = "") -> None:
-        """Record ``oracle_reward<suffix>`` when the data has an oracle; keep the scored samples beside it."""
-        from alignment.oracle_eval import oracle_reward
+        """Record ``oracle_reward<suffix>`` (and ``oracle_reward/<task><suffix>``) when the data has an oracle; keep
+        the scored samples beside it."""
+        from alignment.oracle_eval import oracle_scores
 
         # Every rank generates (ZeRO-3 needs them all for each forward); rank 0 keeps the samples.
         samples = self.dir / f"oracle_samples{suffix}.jsonl" if is_main_process() else None
         # A model loaded ZeRO-3-partitioned has no DeepSpeed engine to gather its layers (module ``ds_id``) until
         # training starts: gather it whole on each rank for this evaluation.
         with gathered_params(model) if not hasattr(model, "ds_id") else contextlib.nullcontext():
-            value = oracle_reward(model, tokenizer, self.cfg, samples_path=samples)
-        if value is not None:
-            self.metrics[f"oracle_reward{suffix}"] = value
+            scores = oracle_scores(model, tokenizer, self.cfg, samples_path=samples)
+        self.metrics |= {f"{key}{suffix}": value for key, value in scores.items()}
 
     def _report_to(self) -> str:
         backend = self.cfg.tracking.backend

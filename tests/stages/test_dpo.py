@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,14 @@ def test_dpo_trains_the_sft_model_and_records_held_out_rewards(sft_run, tmp_path
     assert 0.0 <= metrics["oracle_reward"] <= 1.0
     per_task = [k for k in metrics if k.startswith("eval_rewards/accuracies/") and not k.endswith("_before")]
     assert len(per_task) >= 2 and all(0.0 <= metrics[k] <= 1.0 for k in per_task)
+    # The oracle reward per family is the mean of that family's scored samples, before and after.
+    for suffix in ("", "_before"):
+        samples = [json.loads(line) for line in (out / f"oracle_samples{suffix}.jsonl").open(encoding="utf-8")]
+        families = {s["task"] for s in samples}
+        assert len(families) >= 2
+        for task in families:
+            mine = [s["score"] for s in samples if s["task"] == task and s["score"] is not None]
+            assert metrics[f"oracle_reward/{task}{suffix}"] == pytest.approx(sum(mine) / len(mine))
     assert changed_fraction(sft_run / "model", out / "model") > 0.9
 
 
