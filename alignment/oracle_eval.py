@@ -16,10 +16,9 @@ import torch
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from alignment.data.oracle import score_batch
+from alignment.data.oracle import parse, score_batch
 from alignment.paths import DATA_DIR
 from alignment.rl.rollout import left_pad, truncate_at_stop
-from alignment.stages.task_metrics import task_of
 
 log = logging.getLogger("alignment")
 
@@ -84,7 +83,7 @@ def oracle_scores(model, tokenizer, cfg: DictConfig, samples_path: Path | None =
     n = len(replies) // len(rows)
     oracles = [o for o in rows["oracle"] for _ in range(n)]
     scores = score_batch(oracles, replies)
-    tasks = [task_of(o) for o in oracles]
+    tasks = [spec["task"] if (spec := parse(o)) else None for o in oracles]  # parsed (and cached) by scoring
     if samples_path is not None:
         prompts = [p for p in rows["prompt"] for _ in range(n)]
         lines = [
@@ -97,17 +96,16 @@ def oracle_scores(model, tokenizer, cfg: DictConfig, samples_path: Path | None =
 
 def summarize(tasks: list[str | None], scores: list[float | None]) -> dict[str, float]:
     """Mean of the scored replies as ``oracle_reward``, plus ``oracle_reward/<task>`` when there are several tasks."""
-    by_task: dict[str, list[float]] = defaultdict(list)
-    for task, score in zip(tasks, scores, strict=True):
-        if score is not None:
-            by_task[task or ""].append(score)
-    valid = [s for group in by_task.values() for s in group]
+    valid = [s for s in scores if s is not None]
     if not valid:
         return {}
+    by_task: dict[str, list[float]] = defaultdict(list)
+    for task, score in zip(tasks, scores, strict=True):
+        if task and score is not None:
+            by_task[task].append(score)
     out = {"oracle_reward": sum(valid) / len(valid)}
-    named = {t: group for t, group in by_task.items() if t}
-    if len(named) > 1:
-        out |= {f"oracle_reward/{t}": sum(group) / len(group) for t, group in sorted(named.items())}
+    if len(by_task) > 1:
+        out |= {f"oracle_reward/{t}": sum(group) / len(group) for t, group in sorted(by_task.items())}
     return out
 
 

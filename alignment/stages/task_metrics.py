@@ -19,13 +19,13 @@ def task_indices(dataset) -> dict[str, list[int]]:
         return {}
     groups: dict[str, list[int]] = defaultdict(list)
     for i, spec in enumerate(dataset["oracle"]):
-        task = task_of(spec)
+        task = _task(spec)
         if task:
             groups[task].append(i)
     return dict(groups) if len(groups) > 1 else {}
 
 
-def task_of(spec) -> str | None:
+def _task(spec) -> str | None:
     """The ``task`` of one oracle spec (a JSON string or a mapping); None when it names none. Only grouping is done
     here, so the spec is not validated (the oracle evaluation does that)."""
     if isinstance(spec, str):
