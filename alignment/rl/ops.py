@@ -13,11 +13,18 @@ import torch
 KL_ESTIMATORS = ("k1", "k2", "k3")
 
 
-def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
-    """Mean of ``values`` over positions where ``mask`` is 1 (over ``dim``, or over everything); 0 where none are."""
+def masked_mean(
+    values: torch.Tensor, mask: torch.Tensor, dim: int | None = None, count: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean of ``values`` over positions where ``mask`` is 1 (over ``dim``, or over everything); 0 where none are.
+
+    ``count`` replaces the mask's own count as the divisor: the rows of a batch split into chunks, each divided by
+    the whole batch's count, then give partial means that add up to the batch's mean.
+    """
     mask = mask.to(values.dtype)
     total = (values * mask).sum() if dim is None else (values * mask).sum(dim)
-    count = mask.sum() if dim is None else mask.sum(dim)
+    if count is None:
+        count = mask.sum() if dim is None else mask.sum(dim)
     # An all-padding row has no mean; 0 keeps sums of stats finite instead of spreading NaN through a batch.
     return total / count.clamp_min(1.0)
 
@@ -94,19 +101,21 @@ def clipped_policy_loss(
     advantages: torch.Tensor,
     mask: torch.Tensor,
     cliprange: float,
+    count: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """PPO clipped surrogate loss; returns ``(loss, clipfrac, approx_kl)`` averaged over valid tokens.
 
     ``clipfrac`` is the share of tokens where the clipped term was the larger loss (so its gradient is zero);
     ``approx_kl`` is ``mean((logprobs - old_logprobs)**2) / 2``, a cheap estimate of how far the update moved.
+    ``count``, if given, divides the sums instead of the mask's token count (see :func:`masked_mean`).
     """
     log_ratio = logprobs - old_logprobs
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
-    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
-    clipfrac = masked_mean((clipped > unclipped).to(logprobs.dtype), mask)
-    approx_kl = 0.5 * masked_mean(log_ratio.detach() ** 2, mask)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask, count=count)
+    clipfrac = masked_mean((clipped > unclipped).to(logprobs.dtype), mask, count=count)
+    approx_kl = 0.5 * masked_mean(log_ratio.detach() ** 2, mask, count=count)
     return loss, clipfrac.detach(), approx_kl
 
 
@@ -116,13 +125,17 @@ def clipped_value_loss(
     returns: torch.Tensor,
     mask: torch.Tensor,
     cliprange_value: float,
+    count: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Clipped value loss ``0.5 * mean(max((v - R)**2, (v_clipped - R)**2))``; returns ``(loss, clipfrac)``."""
+    """Clipped value loss ``0.5 * mean(max((v - R)**2, (v_clipped - R)**2))``; returns ``(loss, clipfrac)``.
+
+    ``count``, if given, divides the sums instead of the mask's token count (see :func:`masked_mean`).
+    """
     clipped_values = old_values + torch.clamp(values - old_values, -cliprange_value, cliprange_value)
     unclipped_loss = (values - returns) ** 2
     clipped_loss = (clipped_values - returns) ** 2
-    loss = 0.5 * masked_mean(torch.maximum(unclipped_loss, clipped_loss), mask)
-    clipfrac = masked_mean((clipped_loss > unclipped_loss).to(values.dtype), mask)
+    loss = 0.5 * masked_mean(torch.maximum(unclipped_loss, clipped_loss), mask, count=count)
+    clipfrac = masked_mean((clipped_loss > unclipped_loss).to(values.dtype), mask, count=count)
     return loss, clipfrac.detach()
 
 

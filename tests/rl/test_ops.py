@@ -25,6 +25,32 @@ def test_masked_mean_overall_per_row_and_empty_row():
     close(ops.masked_mean(torch.tensor([[4.0, 2.0]]), torch.tensor([[0, 0]]), dim=1), [0.0])
 
 
+def test_masked_mean_with_a_batch_count_adds_up_over_chunks():
+    # Valid {1, 3} in row 0 and {5} in row 1: each row's sum over the batch's 3 tokens, 4/3 + 5/3 = 3 = the mean.
+    count = MASK.sum()
+    parts = [ops.masked_mean(VALUES[i : i + 1], MASK[i : i + 1], count=count) for i in range(2)]
+    close(torch.stack(parts), [4.0 / 3.0, 5.0 / 3.0])
+    close(parts[0] + parts[1], ops.masked_mean(VALUES, MASK))
+    close(ops.masked_mean(VALUES, MASK * 0, count=torch.tensor(0.0)), 0.0)  # an empty batch still gives 0
+
+
+def test_clipped_losses_of_chunks_add_up_to_the_batch_losses():
+    g = torch.Generator().manual_seed(0)
+    logprobs, old, advantages, values, old_values, returns = torch.randn(6, 3, 5, generator=g)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
+    whole = ops.clipped_policy_loss(logprobs, old, advantages, mask, 0.2) + ops.clipped_value_loss(
+        values, old_values, returns, mask, 0.2
+    )
+    count = mask.sum()
+    parts = [
+        ops.clipped_policy_loss(logprobs[rows], old[rows], advantages[rows], mask[rows], 0.2, count=count)
+        + ops.clipped_value_loss(values[rows], old_values[rows], returns[rows], mask[rows], 0.2, count=count)
+        for rows in ([0, 2], [1])
+    ]
+    for total, first, second in zip(whole, *parts, strict=True):
+        close(first + second, total)
+
+
 def test_masked_var_unbiased_and_biased():
     close(ops.masked_var(VALUES, MASK), 4.0)
     close(ops.masked_var(VALUES, MASK, unbiased=False), 8.0 / 3.0)
