@@ -3,6 +3,13 @@
 One step = sample a response for ``rollout_batch_size`` prompts, score them, then ``ppo_epochs`` passes of clipped
 updates over shuffled minibatches. Policy and value model train together through one wrapper module so the same loop
 runs under DDP or DeepSpeed via ``accelerate``; each has its own AdamW parameter group (own learning rate).
+
+With ``group_by_length`` the scoring forwards and the update's forward + backward passes run over rows grouped by
+length, each group trimmed to its own padding (:mod:`alignment.rl.padding`); an update's groups accumulate gradients
+into one optimiser step with the same loss as the dense micro-batch. Only where that is safe: DeepSpeed and FSDP
+gather sharded parameters in every forward, a collective that needs the same number of forwards on every rank, so
+they stay dense; under DDP a second backward pass in one optimiser step would all-reduce again, so updates with more
+than one process stay dense (their rollout scoring, on the unwrapped models, is grouped).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from torch import nn
 
 from alignment.errors import AlignmentError
 from alignment.rl import ops
+from alignment.rl.padding import group_rows, grouped_response_forward, trim_padding
 from alignment.rl.rollout import left_pad, response_logits, response_logprobs, response_values, sample, score_head
 from alignment.rl.settings import PPOSettings, settings_from_dict
 
@@ -116,6 +124,11 @@ class PPOTrainer:
             micro = settings.mini_batch_size // settings.gradient_accumulation_steps
             fill_deepspeed_auto(plugin, policy.config.hidden_size, micro)
         self.model, self.optimizer = accelerator.prepare(PolicyAndValue(policy, value_model), optimizer)
+        from accelerate.utils import DistributedType
+
+        sharded = accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP)
+        self._group_scoring = settings.group_by_length and not sharded  # why not sharded: see the module docstring
+        self._group_update = self._group_scoring and accelerator.num_processes == 1
         self.ref_policy = ref_policy
         if ref_policy is not None:
             ref_policy.eval().requires_grad_(False)
@@ -205,11 +218,17 @@ class PPOTrainer:
         attention_mask = torch.cat([prompt_mask, mask], dim=1)
 
         def chunked(fn) -> torch.Tensor:
+            """``fn(ids, attention_mask, prompt_width)`` over every row, 0 at response padding."""
+            if self._group_scoring:
+                return grouped_response_forward(fn, input_ids, attention_mask, width, mask, s.forward_batch_size)
             n = len(input_ids)
-            return torch.cat([fn(input_ids[i : i + chunk], attention_mask[i : i + chunk]) for i in range(0, n, chunk)])
+            out = torch.cat(
+                [fn(input_ids[i : i + chunk], attention_mask[i : i + chunk], width) for i in range(0, n, chunk)]
+            )
+            return out.masked_fill(mask == 0, 0)
 
         def logprobs_of(model):
-            return chunked(lambda ids, am: response_logprobs(model, ids, am, width, s.temperature))
+            return chunked(lambda ids, am, w: response_logprobs(model, ids, am, w, s.temperature))
 
         logprobs = logprobs_of(wrapper.policy)
         if self.ref_policy is not None:
@@ -217,7 +236,7 @@ class PPOTrainer:
         else:
             with wrapper.policy.disable_adapter():
                 ref_logprobs = logprobs_of(wrapper.policy)
-        values = chunked(lambda ids, am: response_values(wrapper.value_model, ids, am, width))
+        values = chunked(lambda ids, am, w: response_values(wrapper.value_model, ids, am, w))
 
         texts = self.tokenizer.batch_decode(
             [r[m.bool()].tolist() for r, m in zip(responses, mask, strict=True)], skip_special_tokens=True
@@ -259,7 +278,11 @@ class PPOTrainer:
         return batch, stats
 
     def _update(self, batch: dict) -> dict:
-        """``ppo_epochs`` passes of clipped policy + value updates over shuffled minibatches of the rollout."""
+        """``ppo_epochs`` passes of clipped policy + value updates over shuffled minibatches of the rollout.
+
+        Each micro-batch (``mini_batch_size / gradient_accumulation_steps`` rows) runs as one trimmed forward +
+        backward, or, with ``group_by_length``, as several length groups whose gradients add up to the same one.
+        """
         s, acc = self.settings, self.accelerator
         micro = s.mini_batch_size // s.gradient_accumulation_steps
         sums: dict[str, list[float]] = {}
@@ -267,21 +290,16 @@ class PPOTrainer:
             order = torch.randperm(s.rollout_batch_size, generator=self._order).tolist()
             for start in range(0, s.rollout_batch_size, micro):
                 idx = torch.tensor(order[start : start + micro], device=acc.device)
-                mb = trim_padding({k: v[idx] if torch.is_tensor(v) else v for k, v in batch.items()})
+                mb = {k: v[idx] if torch.is_tensor(v) else v for k, v in batch.items()}
+                count = mb["mask"].sum().clamp_min(1.0)  # every part's sums over this count: micro-batch token means
+                parts = group_rows(mb) if self._group_update else [trim_padding(mb)]
                 with acc.accumulate(self.model):
-                    logits, values = self.model(mb["input_ids"], mb["attention_mask"], mb["width"], s.temperature)
-                    logprobs = ops.logprobs_from_logits(logits, mb["input_ids"][:, mb["width"] :])
-                    with nullcontext() if s.entropy_coef else torch.no_grad():
-                        entropy = ops.masked_mean(ops.entropy_from_logits(logits.float()), mb["mask"])
-                    pg_loss, pg_clipfrac, approx_kl = ops.clipped_policy_loss(
-                        logprobs, mb["logprobs"], mb["advantages"], mb["mask"], s.cliprange
-                    )
-                    vf_loss, vf_clipfrac = ops.clipped_value_loss(
-                        values, mb["values"], mb["returns"], mb["mask"], s.cliprange_value
-                    )
-                    loss = pg_loss + s.vf_coef * vf_loss - s.entropy_coef * entropy
-                    acc.backward(loss)
-                    loss = loss.detach()
+                    terms: dict[str, torch.Tensor] = {}
+                    for part in parts:
+                        part_terms = self._losses(part, count)
+                        acc.backward(part_terms["loss"])
+                        for key, value in part_terms.items():
+                            terms[key] = terms[key] + value.detach() if key in terms else value.detach()
                     step_stats = {}
                     if acc.sync_gradients:
                         step_stats = self._clip_gradients()
@@ -289,21 +307,39 @@ class PPOTrainer:
                     if acc.sync_gradients:
                         self.scheduler.step()
                     self.optimizer.zero_grad()
-                for key, value in dict(
-                    step_stats,
-                    policy_loss=pg_loss,
-                    value_loss=vf_loss,
-                    loss=loss,
-                    entropy=entropy,
-                    policy_clipfrac=pg_clipfrac,
-                    value_clipfrac=vf_clipfrac,
-                    approx_kl=approx_kl,
-                ).items():
+                for key, value in dict(step_stats, **terms).items():
                     sums.setdefault(key, []).append(value.item() if torch.is_tensor(value) else float(value))
         stats = {k: sum(v) / len(v) for k, v in sums.items()}
         lrs = self.scheduler.get_last_lr()
         stats.update(lr=lrs[0], value_lr=lrs[1])
         return stats
+
+    def _losses(self, part: dict, count: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Loss and stats of rows of a micro-batch: sums over their valid tokens divided by the micro-batch's ``count``.
+
+        So the parts of a micro-batch add up to its token means: the loss, and the logged stats with it.
+        """
+        s = self.settings
+        logits, values = self.model(part["input_ids"], part["attention_mask"], part["width"], s.temperature)
+        logprobs = ops.logprobs_from_logits(logits, part["input_ids"][:, part["width"] :])
+        with nullcontext() if s.entropy_coef else torch.no_grad():
+            entropy = ops.masked_mean(ops.entropy_from_logits(logits.float()), part["mask"], count=count)
+        pg_loss, pg_clipfrac, approx_kl = ops.clipped_policy_loss(
+            logprobs, part["logprobs"], part["advantages"], part["mask"], s.cliprange, count=count
+        )
+        vf_loss, vf_clipfrac = ops.clipped_value_loss(
+            values, part["values"], part["returns"], part["mask"], s.cliprange_value, count=count
+        )
+        loss = pg_loss + s.vf_coef * vf_loss - s.entropy_coef * entropy
+        return dict(
+            loss=loss,
+            policy_loss=pg_loss,
+            value_loss=vf_loss,
+            entropy=entropy,
+            policy_clipfrac=pg_clipfrac,
+            value_clipfrac=vf_clipfrac,
+            approx_kl=approx_kl,
+        )
 
     def _clip_gradients(self) -> dict:
         """Clip policy and value gradients separately (jointly under DeepSpeed/FSDP, which own clipping)."""
@@ -328,26 +364,6 @@ class PPOTrainer:
         values = torch.tensor([float(stats[k]) for k in keys], dtype=torch.float64, device=self.accelerator.device)
         values = self.accelerator.reduce(values, reduction="mean")
         return dict(zip(keys, values.tolist(), strict=True))
-
-
-def trim_padding(mb: dict) -> dict:
-    """Drop the columns a minibatch only pads: prompt columns padding every row, response columns masked in every row.
-
-    A rollout is padded to its longest prompt and reply; a minibatch of it usually needs fewer columns, and positions
-    come from the attention mask, so the forward pass over the trimmed rows gives the same numbers, faster.
-    """
-    width, prompt_mask = mb["width"], mb["attention_mask"][:, : mb["width"]]
-    left = int((prompt_mask.cumsum(1) == 0).sum(1).min())  # leading pad columns shared by every row
-    left = min(left, width - 1)  # keep one prompt column: the one that predicts the first response token
-    valid = mb["mask"].any(0).nonzero()
-    keep = max(int(valid[-1]) + 1 if len(valid) else 1, 1)
-    out = {
-        k: v[:, :keep] if torch.is_tensor(v) and k not in ("input_ids", "attention_mask") else v for k, v in mb.items()
-    }
-    out["input_ids"] = mb["input_ids"][:, left : width + keep]
-    out["attention_mask"] = mb["attention_mask"][:, left : width + keep]
-    out["width"] = width - left
-    return out
 
 
 __all__ = ["PPOSettings", "PPOTrainer", "PolicyAndValue", "settings_from_dict"]

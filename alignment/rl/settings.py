@@ -14,7 +14,11 @@ def _help(text: str, default=None, **kwargs):
 
 @dataclass
 class PPOSettings:
-    """Hyper-parameters of :class:`PPOTrainer`; batch sizes are per process (per GPU)."""
+    """Hyper-parameters of :class:`PPOTrainer`; batch sizes are per process (per GPU).
+
+    ``group_by_length`` only changes how rows are batched into forwards, never a number: it cuts the padding a
+    rollout of prompts and responses of mixed lengths carries (see :mod:`alignment.rl.padding`).
+    """
 
     learning_rate: float = _help("AdamW learning rate of the policy.", 3e-6)
     value_learning_rate: float | None = _help("AdamW learning rate of the value model; None = learning_rate.")
@@ -24,6 +28,13 @@ class PPOSettings:
     mini_batch_size: int = _help("Responses per optimiser step; must divide rollout_batch_size.", 8)
     gradient_accumulation_steps: int = _help("Micro-batches per minibatch; must divide mini_batch_size.", 1)
     forward_batch_size: int | None = _help("Rows per generate/scoring forward in the rollout; None = all.")
+    group_by_length: bool = _help(
+        "Run scoring forwards and updates over rows grouped by length, each group trimmed to its own padding: the "
+        "same numbers, fewer padded tokens (groups keep to forward_batch_size rows in scoring and to one micro-batch "
+        "in updates). False = dense forwards of forward_batch_size rows / one micro-batch. Updates stay dense with "
+        "more than one process; DeepSpeed and FSDP stay dense throughout.",
+        True,
+    )
     ppo_epochs: int = _help("Passes over each rollout, each with a fresh shuffle.", 4)
     max_steps: int = _help("Number of rollout + update iterations.", 100)
     temperature: float = _help("Sampling temperature; log-probs are computed at the same temperature.", 1.0)
@@ -64,6 +75,8 @@ class PPOSettings:
             raise bad("mini_batch_size", f"must divide rollout_batch_size={self.rollout_batch_size}")
         if self.mini_batch_size % self.gradient_accumulation_steps:
             raise bad("gradient_accumulation_steps", f"must divide mini_batch_size={self.mini_batch_size}")
+        if not isinstance(self.group_by_length, bool):
+            raise bad("group_by_length", "must be true or false")
         if self.max_new_tokens < 1:
             raise bad("max_new_tokens", "must be at least 1")
         if self.max_steps < 0:

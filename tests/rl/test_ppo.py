@@ -237,3 +237,71 @@ def test_trimmed_minibatch_gives_the_same_logprobs_and_values_on_the_kept_column
     valid = trimmed["mask"].bool()
     assert torch.allclose(t_logits[valid], logits[:, :keep][valid], atol=1e-4)
     assert torch.allclose(t_values[valid], values[:, :keep][valid], atol=1e-4)
+
+
+def trainer_pair(tok, monkeypatch, **overrides) -> tuple[PPOTrainer, PPOTrainer]:
+    """Two trainers on identical float64 models, one grouping rows by length, one dense; free forwards (overhead 0),
+    so the grouped one splits into as many length groups as save any padding."""
+    from alignment.rl import padding
+
+    monkeypatch.setattr(padding, "FORWARD_OVERHEAD_TOKENS", 0)
+    trainers = []
+    for group in (True, False):
+        policy, ref, value = (m.double() for m in models(tok))
+        s = settings(group_by_length=group, **overrides)
+        trainers.append(PPOTrainer(policy, ref, value, tok, share_of_a, dataset(tok), s, [tok.eos_token_id]))
+    return trainers[0], trainers[1]
+
+
+def test_grouped_rollout_scores_equal_the_dense_ones(tok, monkeypatch):
+    grouped, dense = trainer_pair(tok, monkeypatch, forward_batch_size=3, max_new_tokens=12)
+    calls = []
+    policy = grouped.accelerator.unwrap_model(grouped.model).policy
+    policy.register_forward_hook(
+        lambda module, args, kwargs, out: calls.append(kwargs["input_ids"].shape), with_kwargs=True
+    )
+    torch.manual_seed(5)
+    batch, stats = grouped._rollout(grouped._next_rows())
+    torch.manual_seed(5)
+    dense_batch, dense_stats = dense._rollout(dense._next_rows())
+    assert torch.equal(batch["input_ids"], dense_batch["input_ids"])  # the same samples: sampling is untouched
+    lengths = batch["mask"].sum(1)
+    assert lengths.min() < lengths.max() and (lengths == 12).any()  # short, long and unfinished responses
+    for key in ("logprobs", "values", "advantages", "returns"):
+        torch.testing.assert_close(batch[key], dense_batch[key], atol=1e-10, rtol=0)
+    assert stats == pytest.approx(dense_stats, rel=1e-6, abs=1e-9)  # values and entropy are float32
+    scoring = [shape for shape in calls if shape[1] > batch["width"]]  # not generate's one-token steps
+    assert len(scoring) > 6 and all(rows <= 3 for rows, _ in scoring)  # more than dense's 16 / 3, at most 3 rows
+
+
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_grouped_update_gives_the_dense_parameters_and_stats(tok, monkeypatch, accumulation):
+    grouped, dense = trainer_pair(tok, monkeypatch, gradient_accumulation_steps=accumulation, entropy_coef=0.05)
+    batch, _ = dense._rollout(dense._next_rows())
+    grouped._next_rows()  # the same draws from the shuffling generator, so both take the same minibatches
+    parts = []
+    losses = grouped._losses
+    monkeypatch.setattr(grouped, "_losses", lambda part, count: parts.append(len(part["rows"])) or losses(part, count))
+    stats, dense_stats = grouped._update(batch), dense._update(batch)
+    micro_batches = 2 * 16 // (8 // accumulation)  # ppo_epochs x rollout / micro-batch rows
+    assert len(parts) > micro_batches and sum(parts) == 2 * 16  # really split, every row once per epoch
+    assert stats == pytest.approx(dense_stats, rel=1e-6, abs=1e-9)  # values and entropy are float32
+    for a, b in zip(grouped.model.parameters(), dense.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-9, rtol=0)
+    start, trained = models(tok)[0].double().parameters(), dense.model.policy.parameters()
+    assert any(not torch.equal(a, b) for a, b in zip(start, trained, strict=True))  # the update did move
+
+
+def test_grouped_training_matches_dense_training(tok, monkeypatch):
+    grouped, dense = trainer_pair(tok, monkeypatch)
+    for trainer in (grouped, dense):
+        torch.manual_seed(11)
+        trainer.train()
+    for a, b in zip(grouped.history, dense.history, strict=True):
+        untimed = {k: v for k, v in a.items() if not k.startswith("time")}
+        assert untimed == pytest.approx({k: v for k, v in b.items() if not k.startswith("time")}, rel=1e-6, abs=1e-9)
+
+
+def test_group_by_length_must_be_a_bool():
+    with pytest.raises(AlignmentError, match="group_by_length"):
+        settings(group_by_length="yes").validate()
