@@ -17,7 +17,7 @@ from alignment.errors import AlignmentError
 
 SOURCE_TYPES = ("model", "oracle", "function")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
-_KEYS = {"type", "path", "name", "weight", "batch_size", "max_length"}
+_KEYS = {"type", "path", "name", "weight", "batch_size", "max_length", "group_by_length"}
 Scorer = Callable[[list | None, list[str], list], list[float]]
 
 
@@ -73,6 +73,8 @@ def build_reward_fn(
         if kind == "model":
             if not target:
                 raise AlignmentError(f"{where}: a model source needs `path`, the reward model folder")
+            if not isinstance(entry.get("group_by_length", True), bool):
+                raise AlignmentError(f"{where}: `group_by_length` must be true or false")
             scorer: Scorer = ModelReward(
                 target,
                 tokenizer,
@@ -80,6 +82,7 @@ def build_reward_fn(
                 batch_size=entry.get("batch_size", 8),
                 max_length=entry.get("max_length"),
                 trust_remote_code=trust_remote_code,
+                group_by_length=entry.get("group_by_length", True),
             )
             name = f"model:{Path(str(target)).name}"
         elif kind == "oracle":
@@ -144,7 +147,12 @@ def function_reward(target: str) -> Scorer:
 
 
 class ModelReward:
-    """A sequence-classification reward model scoring ``prompt + response`` rendered with its own chat template."""
+    """A sequence-classification reward model scoring ``prompt + response`` rendered with its own chat template.
+
+    With ``group_by_length`` (the default) rows are sorted by length and cut into forwards of at most ``batch_size``
+    rows that waste little padding (:func:`alignment.rl.padding.length_groups`), instead of ``batch_size`` rows in
+    the given order padded to the longest; the scores are the same, in the given order.
+    """
 
     def __init__(
         self,
@@ -154,6 +162,7 @@ class ModelReward:
         batch_size: int = 8,
         max_length: int | None = None,
         trust_remote_code: bool = False,
+        group_by_length: bool = True,
     ) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -177,6 +186,7 @@ class ModelReward:
         pad = self.tokenizer.pad_token_id
         self.pad_token_id = pad if pad is not None else self.tokenizer.eos_token_id
         self.batch_size, self.max_length = int(batch_size), max_length
+        self.group_by_length = group_by_length
 
     def encode(self, messages: list[dict]) -> list[int]:
         """Token ids of a conversation, via ``alignment.data.encode_chat`` when available."""
@@ -190,8 +200,7 @@ class ModelReward:
     @torch.no_grad()
     def __call__(self, prompts: list | None, responses: list[str], oracle: list | None = None) -> list[float]:
         """Score each ``(prompt messages, response)`` pair, ``batch_size`` at a time."""
-        from alignment.rl.ops import last_token_index
-        from alignment.rl.rollout import token_scores
+        from alignment.rl.padding import length_groups
 
         if prompts is None:
             raise AlignmentError("a reward model needs the prompts: give the dataset a `prompt` column of messages")
@@ -199,21 +208,34 @@ class ModelReward:
             raise AlignmentError(f"got {len(prompts)} prompts for {len(responses)} responses; they must pair up")
         pairs = zip(prompts, responses, strict=True)
         rows = [self.encode(list(p) + [{"role": "assistant", "content": r}]) for p, r in pairs]
-        scores: list[float] = []
-        for start in range(0, len(rows), self.batch_size):
-            chunk = rows[start : start + self.batch_size]
-            width = max(len(r) for r in chunk)
-            ids = torch.full((len(chunk), width), self.pad_token_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for i, row in enumerate(chunk):  # right padding: the score is read at each row's last real token
-                ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-                mask[i, : len(row)] = 1
-            ids, mask = ids.to(self.device), mask.to(self.device)
-            try:
-                per_token = token_scores(self.model, ids, mask)
-                picked = per_token[torch.arange(len(chunk), device=self.device), last_token_index(mask)]
-            except AlignmentError:  # no `score` head: trust the model's own pooling
-                self.model.config.pad_token_id = self.pad_token_id
-                picked = self.model(input_ids=ids, attention_mask=mask).logits[:, 0].float()
-            scores.extend(picked.tolist())
+        if self.group_by_length:
+            groups = length_groups([len(r) for r in rows], max_size=self.batch_size)
+        else:
+            groups = [
+                list(range(i, min(i + self.batch_size, len(rows)))) for i in range(0, len(rows), self.batch_size)
+            ]
+        scores = [0.0] * len(rows)
+        for group in groups:
+            for i, score in zip(group, self._score([rows[i] for i in group]), strict=True):
+                scores[i] = score
         return scores
+
+    def _score(self, chunk: list[list[int]]) -> list[float]:
+        """Scores of token rows in one forward, right-padded to the longest of them."""
+        from alignment.rl.ops import last_token_index
+        from alignment.rl.rollout import token_scores
+
+        width = max(len(r) for r in chunk)
+        ids = torch.full((len(chunk), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for i, row in enumerate(chunk):  # right padding: the score is read at each row's last real token
+            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+            mask[i, : len(row)] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        try:
+            per_token = token_scores(self.model, ids, mask)
+            picked = per_token[torch.arange(len(chunk), device=self.device), last_token_index(mask)]
+        except AlignmentError:  # no `score` head: trust the model's own pooling
+            self.model.config.pad_token_id = self.pad_token_id
+            picked = self.model(input_ids=ids, attention_mask=mask).logits[:, 0].float()
+        return picked.tolist()

@@ -144,6 +144,42 @@ def test_model_source_scores_each_pair_as_the_model_does_unbatched(reward_model_
         reward_fn(None, responses, [None] * 3)
 
 
+def test_model_source_grouped_by_length_scores_like_the_dense_batches(reward_model_dir, monkeypatch):
+    from alignment.rl import padding
+
+    monkeypatch.setattr(padding, "FORWARD_OVERHEAD_TOKENS", 0)  # free forwards: as many groups as save padding
+    path, _, _ = reward_model_dir
+    texts = [
+        "",
+        "hello",
+        "the answer is 14 " * 6,
+        "你好",
+        "the answer is 14",
+        "hello world " * 3,
+        "你好世界，答案是十四",
+    ]
+    prompts = [[{"role": "user", "content": "hi " * (i % 3 * 5 + 1)}] for i in range(len(texts))]
+    scorers = {}
+    for group in (True, False):
+        spec = {"type": "model", "path": str(path), "batch_size": 3, "group_by_length": group}
+        scorers[group] = build_reward_fn([spec], device="cpu").sources[0][2]
+    widths = []
+    score = scorers[True]._score
+    monkeypatch.setattr(scorers[True], "_score", lambda chunk: widths.append([len(r) for r in chunk]) or score(chunk))
+    grouped, dense = scorers[True](prompts, texts), scorers[False](prompts, texts)
+    assert grouped == pytest.approx(dense, abs=1e-5) and len(set(dense)) == len(texts)
+    lengths = [
+        len(scorers[True].encode(p + [{"role": "assistant", "content": t}]))
+        for p, t in zip(prompts, texts, strict=True)
+    ]
+    assert sorted(length for chunk in widths for length in chunk) == sorted(lengths)  # every row scored once
+    assert all(len(chunk) <= 3 for chunk in widths)
+    in_order = [lengths[i : i + 3] for i in range(0, len(lengths), 3)]  # the dense batches: 3 rows in given order
+    assert sum(len(c) * max(c) for c in widths) < sum(len(c) * max(c) for c in in_order)
+    with pytest.raises(AlignmentError, match="group_by_length"):
+        build_reward_fn([{"type": "model", "path": str(path), "group_by_length": "no"}], device="cpu")
+
+
 def test_model_folder_without_tokenizer_uses_the_one_passed(reward_model_dir, tmp_path):
     path, model, tok = reward_model_dir
     model.save_pretrained(tmp_path)
