@@ -220,7 +220,9 @@ class PPOTrainer:
         def chunked(fn) -> torch.Tensor:
             """``fn(ids, attention_mask, prompt_width)`` over every row, 0 at response padding."""
             if self._group_scoring:
-                return grouped_response_forward(fn, input_ids, attention_mask, width, mask, s.forward_batch_size)
+                return grouped_response_forward(
+                    fn, input_ids, attention_mask, width, mask, s.forward_batch_size or None
+                )
             n = len(input_ids)
             out = torch.cat(
                 [fn(input_ids[i : i + chunk], attention_mask[i : i + chunk], width) for i in range(0, n, chunk)]
@@ -296,7 +298,7 @@ class PPOTrainer:
                 with acc.accumulate(self.model):
                     terms: dict[str, torch.Tensor] = {}
                     for part in parts:
-                        part_terms = self._losses(part, count)
+                        part_terms = self._compute_losses(part, count)
                         acc.backward(part_terms["loss"])
                         for key, value in part_terms.items():
                             terms[key] = terms[key] + value.detach() if key in terms else value.detach()
@@ -314,7 +316,7 @@ class PPOTrainer:
         stats.update(lr=lrs[0], value_lr=lrs[1])
         return stats
 
-    def _losses(self, part: dict, count: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _compute_losses(self, part: dict, count: torch.Tensor) -> dict[str, torch.Tensor]:
         """Loss and stats of rows of a micro-batch: sums over their valid tokens divided by the micro-batch's ``count``.
 
         So the parts of a micro-batch add up to its token means: the loss, and the logged stats with it.

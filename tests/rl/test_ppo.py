@@ -280,8 +280,10 @@ def test_grouped_update_gives_the_dense_parameters_and_stats(tok, monkeypatch, a
     batch, _ = dense._rollout(dense._next_rows())
     grouped._next_rows()  # the same draws from the shuffling generator, so both take the same minibatches
     parts = []
-    losses = grouped._losses
-    monkeypatch.setattr(grouped, "_losses", lambda part, count: parts.append(len(part["rows"])) or losses(part, count))
+    losses = grouped._compute_losses
+    monkeypatch.setattr(
+        grouped, "_compute_losses", lambda part, count: parts.append(len(part["rows"])) or losses(part, count)
+    )
     stats, dense_stats = grouped._update(batch), dense._update(batch)
     micro_batches = 2 * 16 // (8 // accumulation)  # ppo_epochs x rollout / micro-batch rows
     assert len(parts) > micro_batches and sum(parts) == 2 * 16  # really split, every row once per epoch
