@@ -44,6 +44,12 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument(
+        "--no-group-by-length",
+        dest="group_by_length",
+        action="store_false",
+        help="ours: dense scoring, update and reward-model forwards (group_by_length=False), for comparison",
+    )
     return p.parse_args()
 
 
@@ -82,8 +88,8 @@ def load_models(args):
     return tokenizer, policy, ref, value
 
 
-def run_ours(args, cfg, tokenizer, policy, ref, value, train) -> tuple[float, int]:
-    """Train with our PPOTrainer; returns (seconds in the training loop, steps)."""
+def run_ours(args, cfg, tokenizer, policy, ref, value, train) -> tuple[float, int, dict]:
+    """Train with our PPOTrainer; returns (seconds in the training loop, steps, mean seconds per step by phase)."""
     from alignment.data import turn_end_token_ids
     from alignment.rewards import build_reward_fn
     from alignment.rl.ppo import PPOSettings, PPOTrainer
@@ -101,8 +107,10 @@ def run_ours(args, cfg, tokenizer, policy, ref, value, train) -> tuple[float, in
         kl_estimator="k1",
         missing_eos_penalty=args.missing_eos_penalty,
         seed=args.seed,
+        group_by_length=args.group_by_length,
     )
-    reward_fn = build_reward_fn([{"type": "model", "path": args.rm, "batch_size": args.rollout_batch_size}])
+    rm = {"type": "model", "path": args.rm, "batch_size": args.rollout_batch_size}
+    reward_fn = build_reward_fn([rm | {"group_by_length": args.group_by_length}])
     trainer = PPOTrainer(
         policy=policy,
         ref_policy=ref,
@@ -115,10 +123,11 @@ def run_ours(args, cfg, tokenizer, policy, ref, value, train) -> tuple[float, in
     )
     start = time.perf_counter()
     trainer.train()
-    return time.perf_counter() - start, trainer.step
+    phases = {k: sum(h[k] for h in trainer.history) / len(trainer.history) for k in ("time_rollout", "time_update")}
+    return time.perf_counter() - start, trainer.step, phases
 
 
-def run_trl19(args, cfg, tokenizer, policy, ref, value, train) -> tuple[float, int]:
+def run_trl19(args, cfg, tokenizer, policy, ref, value, train) -> tuple[float, int, dict]:
     """Train with trl 1.9.0's experimental PPOTrainer on the same models and prompts."""
     import trl
     from transformers import AutoModelForSequenceClassification
@@ -170,7 +179,7 @@ def run_trl19(args, cfg, tokenizer, policy, ref, value, train) -> tuple[float, i
     )
     start = time.perf_counter()
     trainer.train()
-    return time.perf_counter() - start, trainer.state.global_step
+    return time.perf_counter() - start, trainer.state.global_step, {}
 
 
 def main() -> None:
@@ -184,18 +193,19 @@ def main() -> None:
     tokenizer, policy, ref, value = load_models(args)
     train = prompts(cfg, tokenizer, args.max_prompts)
     runner = run_ours if args.impl == "ours" else run_trl19
-    seconds, steps = runner(args, cfg, tokenizer, policy, ref, value, train)
+    seconds, steps, phases = runner(args, cfg, tokenizer, policy, ref, value, train)
 
     from alignment.oracle_eval import oracle_reward
 
     reward = oracle_reward(policy, tokenizer, cfg)
     result = {
         "impl": args.impl,
+        "group_by_length": args.group_by_length if args.impl == "ours" else None,
         "steps": steps,
         "train_seconds": round(seconds, 2),
         "steps_per_second": round(steps / seconds, 4),
         "oracle_reward": round(reward, 4) if reward is not None else None,
-    }
+    } | {f"mean_{k}": round(v, 3) for k, v in phases.items()}
     print(json.dumps(result))
 
 
