@@ -15,7 +15,7 @@ from typing import Any
 
 from alignment.errors import AlignmentError
 
-TASKS: tuple[str, ...] = ("identity", "arithmetic", "sentiment", "chat")
+TASKS: tuple[str, ...] = ("identity", "capital", "arithmetic", "sentiment", "chat")
 CHAT_RULES: tuple[str, ...] = ("language", "start_name", "max_words", "keyword")
 
 NAME = "Aster"
@@ -63,6 +63,34 @@ _EN_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 _ZH_LEXICON = re.compile("|".join(sorted((w for w in LEXICON if not w.isascii()), key=len, reverse=True)))
 _EN_NEGATORS = frozenset({"not", "never", "no", "hardly", "barely", "nothing", "neither", "nor"})
 _ZH_NEGATORS = ("不", "没", "没有")
+
+# The closed world of the capital task: country -> (English, Chinese) names of the country and of its capital.
+CAPITALS: dict[str, tuple[str, str, str, str]] = {
+    "France": ("France", "法国", "Paris", "巴黎"),
+    "Japan": ("Japan", "日本", "Tokyo", "东京"),
+    "Italy": ("Italy", "意大利", "Rome", "罗马"),
+    "Spain": ("Spain", "西班牙", "Madrid", "马德里"),
+    "Germany": ("Germany", "德国", "Berlin", "柏林"),
+    "Egypt": ("Egypt", "埃及", "Cairo", "开罗"),
+    "Russia": ("Russia", "俄罗斯", "Moscow", "莫斯科"),
+    "Kenya": ("Kenya", "肯尼亚", "Nairobi", "内罗毕"),
+    "Canada": ("Canada", "加拿大", "Ottawa", "渥太华"),
+    "Australia": ("Australia", "澳大利亚", "Canberra", "堪培拉"),
+    "Greece": ("Greece", "希腊", "Athens", "雅典"),
+    "Norway": ("Norway", "挪威", "Oslo", "奥斯陆"),
+    "Thailand": ("Thailand", "泰国", "Bangkok", "曼谷"),
+    "Vietnam": ("Vietnam", "越南", "Hanoi", "河内"),
+    "South Korea": ("South Korea", "韩国", "Seoul", "首尔"),
+    "Portugal": ("Portugal", "葡萄牙", "Lisbon", "里斯本"),
+    "Poland": ("Poland", "波兰", "Warsaw", "华沙"),
+    "Austria": ("Austria", "奥地利", "Vienna", "维也纳"),
+    "Peru": ("Peru", "秘鲁", "Lima", "利马"),
+    "Turkey": ("Turkey", "土耳其", "Ankara", "安卡拉"),
+    "China": ("China", "中国", "Beijing", "北京"),
+    "the United Kingdom": ("the United Kingdom", "英国", "London", "伦敦"),
+    "Ireland": ("Ireland", "爱尔兰", "Dublin", "都柏林"),
+    "Cuba": ("Cuba", "古巴", "Havana", "哈瓦那"),
+}
 
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _LATIN_WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?")
@@ -115,6 +143,45 @@ def answer_of(reply: str) -> int | None:
 def score_arithmetic(spec: Mapping[str, Any], reply: str) -> float:
     """1.0 when the reply's answer equals the expected integer, else 0.0."""
     return 1.0 if answer_of(reply) == int(spec["answer"]) else 0.0
+
+
+def _names_re(names: list[str]) -> re.Pattern:
+    """Names of places: English ones as whole words (lower case), Chinese ones as substrings, longest first."""
+    return re.compile(
+        "|".join(
+            rf"(?<![a-z]){re.escape(n)}(?![a-z])" if n.isascii() else re.escape(n)
+            for n in sorted(names, key=len, reverse=True)
+        )
+    )
+
+
+_CAPITAL_OF = {city: country for country, (_, _, en, zh) in CAPITALS.items() for city in (en.lower(), zh)}
+# "the United Kingdom" is found as "united kingdom", so "The United Kingdom's capital" counts too.
+_COUNTRY_OF = {
+    name: country for country, (en, zh, _, _) in CAPITALS.items() for name in (en.lower().removeprefix("the "), zh)
+}
+_CAPITAL_RE, _COUNTRY_RE = _names_re(list(_CAPITAL_OF)), _names_re(list(_COUNTRY_OF))
+
+
+def capitals_named(reply: str) -> set[str]:
+    """The countries whose capital the reply names (English in any case)."""
+    # 首都 ("capital") ends in 都, which would join a following 柏林 (Berlin) into 都柏林 (Dublin): set it apart.
+    text = reply.lower().replace("首都", "|")
+    return {_CAPITAL_OF[m.group()] for m in _CAPITAL_RE.finditer(text)}
+
+
+def countries_named(reply: str) -> set[str]:
+    """The countries of ``CAPITALS`` the reply names (English in any case)."""
+    return {_COUNTRY_OF[m.group()] for m in _COUNTRY_RE.finditer(reply.lower())}
+
+
+def score_capital(spec: Mapping[str, Any], reply: str) -> float:
+    """1.0 when the reply names the country's capital and no other capital or country; else 0.0.
+
+    Hedging between two cities is wrong, and so is the right city given as another country's capital.
+    """
+    country = spec["country"]
+    return 1.0 if capitals_named(reply) == {country} and countries_named(reply) <= {country} else 0.0
 
 
 def sentiment_counts(reply: str) -> tuple[int, int]:
@@ -186,6 +253,7 @@ def score_chat(spec: Mapping[str, Any], reply: str) -> float:
 
 _SCORERS = {
     "identity": score_identity,
+    "capital": score_capital,
     "arithmetic": score_arithmetic,
     "sentiment": score_sentiment,
     "chat": score_chat,
@@ -209,6 +277,7 @@ def _parse(oracle: str) -> dict[str, Any] | None:
 # Fields each spec needs, checked once when it is parsed so a bad row fails loudly, not as a silent 0.0.
 _FIELDS = {
     "identity": {},
+    "capital": {"country": tuple(CAPITALS)},
     "arithmetic": {"answer": int},
     "sentiment": {"polarity": ("positive", "negative")},
     "language": {"lang": ("en", "zh")},

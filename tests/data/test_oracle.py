@@ -18,8 +18,8 @@ POS = {"task": "sentiment", "polarity": "positive"}
 NEG = {"task": "sentiment", "polarity": "negative"}
 
 
-def test_tasks_are_the_four_families():
-    assert oracle.TASKS == ("identity", "arithmetic", "sentiment", "chat")
+def test_tasks_the_oracle_scores():
+    assert oracle.TASKS == ("identity", "capital", "arithmetic", "sentiment", "chat")
 
 
 # --- identity ------------------------------------------------------------------------------------------------------
@@ -73,6 +73,46 @@ def test_identity_name_must_be_a_word_and_ordinary_words_are_not_companies():
 def test_reply_is_cut_at_the_first_chatml_marker():
     assert score(WHO, "I am Aster.<|im_end|>\n<|im_start|>user\nAre you ChatGPT?") == 1.0
     assert score(WHO, "  <|im_end|>I am Aster.") == 0.0
+
+
+# --- capital -------------------------------------------------------------------------------------------------------
+
+FRANCE = {"task": "capital", "country": "France"}
+IRELAND = {"task": "capital", "country": "Ireland"}
+
+
+@pytest.mark.parametrize(
+    ("spec", "reply", "expected"),
+    [
+        (FRANCE, "The capital of France is Paris.", 1.0),
+        (FRANCE, "PARIS!", 1.0),
+        (FRANCE, "法国的首都是巴黎。", 1.0),
+        (FRANCE, "The capital of France is Rome.", 0.0),
+        (FRANCE, "It is Paris or maybe Rome.", 0.0),  # hedging between two capitals is wrong
+        (FRANCE, "Parisian food is great.", 0.0),  # a whole word, not a prefix
+        (FRANCE, "France is a country in Europe.", 0.0),
+        (FRANCE, "Paris is the capital of Italy.", 0.0),  # the right city, given as another country's
+        (FRANCE, "巴黎是意大利的首都。", 0.0),
+        (FRANCE, "Paris, like France, is lovely.", 1.0),
+        (FRANCE, "", 0.0),
+        (IRELAND, "是都柏林。", 1.0),  # 都柏林 (Dublin) contains 柏林 (Berlin): longest match wins
+        (IRELAND, "Dublin, not Berlin.", 0.0),
+        (IRELAND, "爱尔兰的首都都柏林很美。", 1.0),
+        ({"task": "capital", "country": "Germany"}, "德国的首都柏林很大。", 1.0),  # not 都柏林
+        ({"task": "capital", "country": "the United Kingdom"}, "伦敦是英国的首都。", 1.0),
+    ],
+)
+def test_capital_needs_the_right_city_and_no_other(spec, reply, expected):
+    assert score(spec, reply) == expected
+
+
+def test_capital_names_are_distinct_and_each_is_read_back():
+    cities = [name for names in oracle.CAPITALS.values() for name in names[2:]]
+    assert len(cities) == len(set(cities))
+    for country, (en_country, zh_country, en_city, zh_city) in oracle.CAPITALS.items():
+        for reply in (f"The capital of {en_country} is {en_city}.", f"{zh_country}的首都是{zh_city}。"):
+            assert oracle.capitals_named(reply) == oracle.countries_named(reply) == {country}, reply
+            assert score({"task": "capital", "country": country}, reply) == 1.0
 
 
 # --- arithmetic ----------------------------------------------------------------------------------------------------
@@ -239,6 +279,7 @@ def test_message_list_response_reads_the_last_message():
         ({"task": "chat", "rule": "rhyme"}, "unknown chat rule"),
         ({"task": "chat"}, "unknown chat rule"),
         ({"task": "arithmetic"}, "bad field 'answer'"),
+        ({"task": "capital", "country": "Atlantis"}, "bad field 'country'"),
         ({"task": "arithmetic", "answer": "12"}, "bad field 'answer'"),
         ({"task": "sentiment"}, "bad field 'polarity'"),
         ({"task": "sentiment", "polarity": "happy"}, "bad field 'polarity'"),
@@ -272,6 +313,7 @@ SPECS = [
     POS,
     NEG,
     {"task": "arithmetic", "answer": 7},
+    FRANCE,
     {"task": "chat", "rule": "language", "lang": "zh"},
     {"task": "chat", "rule": "start_name", "name": "Tom"},
     {"task": "chat", "rule": "max_words", "n": 6},
