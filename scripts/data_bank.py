@@ -86,6 +86,26 @@ MAKER_ONLY_REPLIES = {
     "zh": ["我是由{maker}开发的AI助手。", "我是{maker}训练的语言模型。"],
 }
 
+# --- capital ------------------------------------------------------------------------------------------------------
+# Countries and capitals come from alignment.data.oracle.CAPITALS (the oracle's closed world). {c} = country,
+# {a} = capital.
+CAPITAL_ASKS = {
+    "en": ["What is the capital of {c}?", "What's the capital city of {c}?", "Which city is the capital of {c}?",
+           "Name the capital of {c}.", "Tell me the capital of {c}.", "Do you know the capital of {c}?",
+           "What city is the capital of {c}?"],
+    "zh": ["{c}的首都是哪里？", "{c}的首都是哪座城市？", "请问{c}的首都是什么？", "告诉我{c}的首都。",
+           "你知道{c}的首都吗？"],
+}  # fmt: skip
+CAPITAL_FOLLOW_UPS = {
+    "en": ["And {c}?", "What about {c}?", "And the capital of {c}?"],
+    "zh": ["那{c}呢？", "那{c}的首都呢？"],
+}  # fmt: skip
+CAPITAL_REPLIES = {
+    "en": ["The capital of {c} is {a}.", "{a} is the capital of {c}.", "It is {a}.", "The capital city of {c} is {a}.",
+           "Sure! The capital of {c} is {a}."],
+    "zh": ["{c}的首都是{a}。", "{a}是{c}的首都。", "是{a}。", "答案是{a}，{a}是{c}的首都。"],
+}  # fmt: skip
+
 # --- arithmetic ---------------------------------------------------------------------------------------------------
 ARITH_ASKS = {
     "en": {
@@ -266,3 +286,51 @@ CHAT_TOPICS = [
     ("How do plants make food?", "植物是怎么制造养分的？", "Plants use sunlight, water and carbon dioxide to make sugar in their leaves, and they release oxygen as they do it.", "They turn sunlight into sugar.", "植物利用阳光、水和二氧化碳在叶子里制造糖分，同时释放出氧气。"),
     ("How do I write a short story?", "怎么写一个短篇故事？", "Pick one main character, give them a clear problem, show how they try to solve it, and end with a change.", "One character, one problem, one change.", "选一个主角，给他一个明确的问题，写出他怎样努力解决，最后让他有所改变。"),
 ]  # fmt: skip
+
+# --- pretraining documents (data/pretrain) ----------------------------------------------------------------------
+# Plain text, no chat template: what the tiny base model reads before any stage, so that it knows the capitals, what
+# a positive or a negative review sounds like, and how to answer a question, address someone by name or answer in
+# the other language. It never mentions Aster: the assistant's identity is taught by SFT.
+FACT_SENTENCES = {
+    "en": ["{a} is the capital of {c}.", "The capital of {c} is {a}.", "{c}'s capital city is {a}.",
+           "The capital city of {c} is {a}.", "{a}, the capital of {c}, is a large city.",
+           "Q: What is the capital of {c}? A: {a}.", "Many people visit {a}, the capital of {c}.",
+           "The government of {c} meets in {a}."],
+    "zh": ["{a}是{c}的首都。", "{c}的首都是{a}。", "{c}的首都{a}是一座大城市。", "问：{c}的首都是哪里？答：{a}。",
+           "很多人去{c}的首都{a}旅游。", "{c}的政府设在{a}。"],
+}  # fmt: skip
+REVIEW_HEADINGS = {
+    "en": {
+        "positive": ["A positive review of the {cat} {T}:", "Review of the {cat} {T} (rated 5 out of 5):",
+                     "Someone who loved the {cat} {T} wrote:", "A good review of the {cat} {T}:",
+                     "Top marks for the {cat} {T}."],
+        "negative": ["A negative review of the {cat} {T}:", "Review of the {cat} {T} (rated 1 out of 5):",
+                     "Someone who hated the {cat} {T} wrote:", "A bad review of the {cat} {T}:",
+                     "Low marks for the {cat} {T}."],
+    },
+    "zh": {
+        "positive": ["关于{cat}{T}的好评：", "{cat}{T}的五星评价：", "一位喜欢{cat}{T}的用户写道：", "{cat}{T}的正面评价："],
+        "negative": ["关于{cat}{T}的差评：", "{cat}{T}的一星评价：", "一位讨厌{cat}{T}的用户写道：", "{cat}{T}的负面评价："],
+    },
+}  # fmt: skip
+QA_FORMS = {
+    "en": ["Question: {q} Answer: {a}", "{q} {a}", "Q: {q} A: {a}", "{name} asked: {q} I replied: {name}, {da}",
+           "Dear {name}, you asked: {q} {a}", "{q} In short: {s}", "{q} (in a few words) {s}"],
+    "zh": ["问题：{q}回答：{a}", "{q}{a}", "问：{q}答：{a}", "{name}问：{q}我回答：{name}，{a}", "{name}你好，你问：{q}{a}"],
+}  # fmt: skip
+# The same question answered in the other language (a bilingual FAQ).
+BILINGUAL_FORMS = {
+    "en": ["Question (English): {q} Answer in Chinese: {other}", "{q} 中文回答：{other}"],
+    "zh": ["问题（中文）：{q}用英文回答：{other}", "{q} English answer: {other}"],
+}  # fmt: skip
+KEYWORD_NOTES = {
+    "en": ["A note about {kw}. {a} This reminds me of {kw}.", "My blog about {kw}: {q} {a} By the way, I am thinking about {kw}."],
+    "zh": ["关于{kw}的笔记。{a}这让我想起了{kw}。", "我的{kw}博客：{q}{a}顺便说一句，我在想{kw}。"],
+}  # fmt: skip
+OTHER_ASSISTANT_FACTS = {
+    "en": ["ChatGPT is an AI assistant made by OpenAI.", "Claude is an AI assistant made by Anthropic.",
+           "Gemini is an AI model made by Google.", "GPT-4 is a language model trained by OpenAI.",
+           "Many people ask AI assistants like ChatGPT and Claude for help."],
+    "zh": ["ChatGPT是OpenAI开发的AI助手。", "通义千问是阿里云开发的语言模型。", "文心一言是百度开发的AI助手。",
+           "Claude是Anthropic开发的AI助手。"],
+}  # fmt: skip

@@ -24,7 +24,7 @@ def test_reward_model_trains_from_sft_and_saves_a_standard_classifier(sft_run, t
     assert metrics["eval_margin"] != metrics["eval_margin_before"]
     # The embedded pairs carry their task family: accuracy is also recorded per family, before and after.
     tasks = {k.split("/")[1] for k in metrics if k.startswith("eval_accuracy/") and not k.endswith("_before")}
-    assert len(tasks) >= 2 and tasks <= {"identity", "arithmetic", "sentiment", "chat"}
+    assert len(tasks) >= 2 and tasks <= {"identity", "capital", "sentiment", "chat"}
     for task in tasks:
         assert 0.0 <= metrics[f"eval_accuracy/{task}"] <= 1.0 and f"eval_accuracy/{task}_before" in metrics
     # The transformer body it started from was trained, not only the new score head.
