@@ -16,7 +16,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from alignment import adapters
 from alignment.errors import AlignmentError
-from alignment.stages.inputs import needs_separate_reference, policy_and_reference, preference_data
+from alignment.stages.inputs import (
+    KeepsLengthColumn,
+    needs_separate_reference,
+    policy_and_reference,
+    preference_data,
+)
 from alignment.stages.stage_run import StageRun
 from alignment.stages.task_metrics import task_indices
 
@@ -66,7 +71,7 @@ def check_loss_settings(trainer: dict[str, Any]) -> list[str]:
 def run(cfg: DictConfig) -> dict:
     from trl import DPOConfig, DPOTrainer
 
-    class SharedEncodingDPOTrainer(DPOTrainer):
+    class SharedEncodingDPOTrainer(KeepsLengthColumn, DPOTrainer):
         """The pairs arrive encoded by the shared data layer; TRL's own text tokenisation is skipped."""
 
         def _prepare_dataset(self, dataset, processing_class, args, dataset_name):

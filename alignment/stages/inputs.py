@@ -45,11 +45,32 @@ def needs_separate_reference(cfg: DictConfig) -> bool:
 
 
 def preference_data(cfg: DictConfig, tokenizer, stage: StageRun) -> tuple[Dataset, Dataset | None]:
-    """Encoded preference pairs (``prompt_ids``, ``chosen_ids``, ``rejected_ids``), train and held-out."""
+    """Encoded preference pairs (``prompt_ids``, ``chosen_ids``, ``rejected_ids``), train and held-out.
+
+    Both get a ``length`` column (prompt plus the longer reply, in tokens): the column that
+    ``trainer.train_sampling_strategy=group_by_length`` batches pairs of similar length by, which cuts padding.
+    """
     train_rows, eval_rows = load_train_eval(cfg.data, kind="preference", seed=cfg.seed)
     train, stats = tokenize_preference(train_rows, tokenizer, max_length=cfg.data.max_length)
     stage.record({f"data_{k}": v for k, v in stats.items()})
+    train = train.map(_pair_length)
     held_out = None
     if eval_rows is not None:
-        held_out = tokenize_preference(eval_rows, tokenizer, max_length=cfg.data.max_length)[0]
+        held_out = tokenize_preference(eval_rows, tokenizer, max_length=cfg.data.max_length)[0].map(_pair_length)
     return train, held_out
+
+
+def _pair_length(row: dict) -> dict:
+    return {"length": len(row["prompt_ids"]) + max(len(row["chosen_ids"]), len(row["rejected_ids"]))}
+
+
+class KeepsLengthColumn:
+    """Mixin for a TRL preference trainer: keep the ``length`` column the data layer adds, so that
+    ``train_sampling_strategy=group_by_length`` can batch by it (the trainer drops columns its model does not take
+    before the sampler is built; its collator ignores the extra key)."""
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        name = self.args.length_column_name
+        if name not in self._signature_columns:
+            self._signature_columns = [*self._signature_columns, name]

@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 from alignment import adapters
 from alignment.models import load_sequence_classifier, load_tokenizer, resolve_model_path
-from alignment.stages.inputs import preference_data
+from alignment.stages.inputs import KeepsLengthColumn, preference_data
 from alignment.stages.stage_run import StageRun
 from alignment.stages.task_metrics import task_indices
 
@@ -27,6 +27,9 @@ def _full_sequences(row: dict) -> dict:
 def run(cfg: DictConfig) -> dict:
     from trl import RewardConfig, RewardTrainer
 
+    class PairsRewardTrainer(KeepsLengthColumn, RewardTrainer):
+        pass
+
     stage = StageRun(cfg)
     path = resolve_model_path(cfg.model)
     tokenizer = load_tokenizer(path, cfg.model)
@@ -36,13 +39,13 @@ def run(cfg: DictConfig) -> dict:
 
     train_ds, eval_ds = preference_data(cfg, tokenizer, stage)
     keep = ["chosen_ids", "rejected_ids"] + (["margin"] if "margin" in train_ds.column_names else [])
-    train_ds = train_ds.map(_full_sequences).select_columns(keep)
+    train_ds = train_ds.map(_full_sequences).select_columns([*keep, "length"])
     if eval_ds is not None:
         eval_ds = eval_ds.map(_full_sequences)
         # ``oracle`` stays for the per-task breakdown; the trainer's collator only takes its own columns.
-        eval_ds = eval_ds.select_columns([c for c in [*keep, "oracle"] if c in eval_ds.column_names])
+        eval_ds = eval_ds.select_columns([c for c in [*keep, "length", "oracle"] if c in eval_ds.column_names])
 
-    trainer = RewardTrainer(
+    trainer = PairsRewardTrainer(
         model=model,
         args=args,
         train_dataset=train_ds,
