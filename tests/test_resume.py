@@ -108,6 +108,7 @@ PIPE_ARGS = [
     "data.max_length=128",
     "oracle_eval.enabled=false",
     "trainer.num_train_epochs=1",
+    "trainer.max_steps=-1",  # dpo's default is 300 steps; one epoch of 24 rows here
     "trainer.per_device_train_batch_size=4",
     "trainer.save_steps=2",
     "trainer.logging_steps=1",

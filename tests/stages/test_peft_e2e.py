@@ -38,7 +38,7 @@ def dpo_lora_run(tmp_path_factory) -> Path:
         "pipeline=dpo",
         "peft=lora",
         f"output_dir={out}",
-        "trainer.learning_rate=1e-2",
+        "trainer.learning_rate=5e-3",
         *SHORT,
         env=cli_env(**ONE_THREAD),
     )
