@@ -52,8 +52,9 @@ TINY_ARCH = {
 }
 SEED = 1234
 # Plain next-token training over the documents, packed into rows of seq_len tokens (documents separated by
-# <|endoftext|>): 1000 steps of 8 x 256 tokens (about 2M tokens, one pass over data/pretrain). Copying a name from
-# the context appears between 500 and 750 steps, capital lookup by 500 (measured: docs/stages.md).
+# <|endoftext|>): 1000 steps of 8 x 256 tokens (about 2M tokens, 1.5 passes over the 1.38M of data/pretrain).
+# Copying a name from the context appears between 500 and 750 steps, capital lookup by 500 (measured:
+# docs/stages.md).
 PRETRAIN = {"steps": 1000, "seq_len": 256, "batch_size": 8, "learning_rate": 2e-3, "warmup_steps": 50}
 SHIPPED_DIR = DATA_DIR / "tiny-base"
 # The files the tokenizer is trained on (both) and the base model is pretrained on (the first). The other embedded
