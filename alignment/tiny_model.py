@@ -66,11 +66,15 @@ def cache_root() -> Path:
     return Path(os.environ.get("ALIGNMENT_CACHE", Path.home() / ".cache" / "alignment"))
 
 
-def _read_jsonl(rel: str) -> list[dict]:
+def _corpus_file(rel: str) -> Path:
     path = DATA_DIR / rel
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run python scripts/make_data.py to generate the embedded data")
-    with path.open(encoding="utf-8") as f:
+    return path
+
+
+def _read_jsonl(rel: str) -> list[dict]:
+    with _corpus_file(rel).open(encoding="utf-8") as f:
         return [json.loads(line) for line in f]
 
 
@@ -103,12 +107,7 @@ def build_digest() -> str:
     """What the built model depends on: the corpus files' bytes, the architecture, tokenizer and pretraining."""
     h = hashlib.sha256(json.dumps([TINY_ARCH, SPECIAL_TOKENS, CHATML_TEMPLATE, SEED, PRETRAIN]).encode())
     for rel in CORPUS_FILES:
-        path = DATA_DIR / rel
-        if not path.exists():
-            raise FileNotFoundError(
-                f"{path} is missing: run python scripts/make_data.py to generate the embedded data"
-            )
-        h.update(path.read_bytes())
+        h.update(_corpus_file(rel).read_bytes())
     return h.hexdigest()[:16]
 
 
