@@ -12,13 +12,11 @@ import logging
 from collections import defaultdict
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig
-from tqdm.auto import tqdm
 
 from alignment.data.oracle import parse, score_batch
+from alignment.generation import sample_replies
 from alignment.paths import DATA_DIR
-from alignment.rl.rollout import left_pad, truncate_at_stop
 
 log = logging.getLogger("alignment")
 
@@ -35,39 +33,22 @@ def _prompt_rows(cfg: DictConfig):
     return rows.select(range(min(oe.num_prompts, len(rows))))
 
 
-@torch.no_grad()
 def generate_replies(model, tokenizer, prompts: list[list[dict]], oe: DictConfig, max_prompt_length: int) -> list[str]:
     """Decode ``samples_per_prompt`` replies per prompt (prompt-major order), stopping at end-of-turn."""
-    from transformers import GenerationConfig
-
-    from alignment.data import encode_prompt, turn_end_token_ids
-
-    stop = turn_end_token_ids(tokenizer)
-    n = 1 if oe.greedy else oe.samples_per_prompt
-    ids = [encode_prompt(tokenizer, p, max_length=max_prompt_length) for p in prompts for _ in range(n)]
-    gen = GenerationConfig(
-        do_sample=not oe.greedy,
-        temperature=oe.temperature if not oe.greedy else None,
-        top_p=oe.top_p if not oe.greedy else None,
-        top_k=0 if not oe.greedy else None,
+    return sample_replies(
+        model,
+        tokenizer,
+        prompts,
+        samples_per_prompt=1 if oe.greedy else oe.samples_per_prompt,
+        temperature=oe.temperature,
+        top_p=oe.top_p,
         max_new_tokens=oe.max_new_tokens,
-        eos_token_id=stop,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    replies: list[str] = []
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(oe.seed)
-        for start in tqdm(range(0, len(ids), oe.batch_size), desc="oracle eval", leave=False):
-            batch, mask = left_pad(ids[start : start + oe.batch_size], tokenizer.pad_token_id)
-            out = model.generate(input_ids=batch.to(device), attention_mask=mask.to(device), generation_config=gen)
-            responses, resp_mask, _ = truncate_at_stop(out[:, batch.shape[1] :], stop, tokenizer.pad_token_id)
-            for row, row_mask in zip(responses, resp_mask, strict=True):
-                replies.append(tokenizer.decode(row[row_mask.bool()], skip_special_tokens=True))
-    model.train(was_training)
-    return replies
+        batch_size=oe.batch_size,
+        seed=oe.seed,
+        greedy=oe.greedy,
+        max_prompt_length=max_prompt_length,
+        desc="oracle eval",
+    ).texts
 
 
 def oracle_scores(model, tokenizer, cfg: DictConfig, samples_path: Path | None = None) -> dict[str, float]:
