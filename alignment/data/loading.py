@@ -12,12 +12,13 @@ import random
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Any
-
-import datasets
+from typing import TYPE_CHECKING, Any
 
 from alignment.data.formats import CANONICAL_COLUMNS, FORMATS, KINDS, RowError, convert_row, detect_format
 from alignment.errors import AlignmentError
+
+if TYPE_CHECKING:  # datasets takes a second to import: only where rows become a Dataset
+    import datasets
 
 logger = logging.getLogger("alignment.data")
 
@@ -108,6 +109,8 @@ def _read_file(path: Path) -> tuple[str, Rows]:
 
 
 def _read_hub(name: str, split: str) -> tuple[str, Rows]:
+    import datasets
+
     try:
         data = datasets.load_dataset(name, split=split)
     except (ConnectionError, TimeoutError) as e:
@@ -252,6 +255,8 @@ def load_dataset_with_report(
         raise AlignmentError(f"{source}: no usable rows ({skipped} skipped; first problem: {first_errors[0]}).")
     if kind == "kto" and from_pairs:
         random.Random(seed).shuffle(out)
+    import datasets
+
     try:
         dataset = datasets.Dataset.from_list(out)
     except Exception as e:  # pyarrow type clashes that slipped past the per-column check
@@ -279,3 +284,34 @@ def load_dataset(
 ) -> datasets.Dataset:
     """Load ``path`` as canonical rows for ``kind``; see :func:`load_dataset_with_report` for the skip counts."""
     return load_dataset_with_report(path, kind, format, split, on_error, seed)[0]
+
+
+def peek_rows(path: str | Path, split: str = "train", n: int = 20) -> tuple[str, list[dict]] | None:
+    """The first ``n`` JSON objects of a local JSON Lines or JSON file (or of a split dir's file), cheaply, for
+    checks before a run loads anything; None where that cannot be done cheaply (Hub ids, parquet)."""
+    local = Path(path).expanduser()
+    if local.is_dir():
+        files = _split_files(local).get(split) or []
+        if len(files) != 1:
+            return None
+        local = files[0]
+    if not local.is_file() or local.suffix.lower() not in (".jsonl", ".json"):
+        return None
+    with open(local, "rb") as f:
+        head = f.read(1 << 16).decode("utf-8", errors="replace").lstrip("\ufeff").lstrip()
+    if head.startswith("["):
+        _, rows = _read_json(local)
+    else:
+        rows = []
+        with open(local, "rb") as f:
+            for number, raw in enumerate(f, start=1):
+                if len(rows) >= n:
+                    break
+                line = raw.decode("utf-8", errors="replace").strip()
+                if line:
+                    try:
+                        value = json.loads(line.lstrip("\ufeff"))
+                    except json.JSONDecodeError:
+                        continue  # reported with its line number when the run reads the file
+                    rows.append((number, value))
+    return str(local), [row for _, row in rows[:n] if isinstance(row, dict)]

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 from alignment.errors import AlignmentError
-from alignment.rl import ops
 
 
 def _help(text: str, default=None, **kwargs):
@@ -85,6 +84,8 @@ class PPOSettings:
             raise bad("temperature", "PPO samples from the policy: use a temperature > 0")
         if not 0 < self.top_p <= 1:
             raise bad("top_p", "must be in (0, 1]")
+        from alignment.rl import ops  # torch: imported when a PPO run is checked, not at CLI start-up
+
         if self.kl_estimator not in ops.KL_ESTIMATORS:
             raise bad("kl_estimator", f"use one of {', '.join(ops.KL_ESTIMATORS)}")
         if self.lr_scheduler_type not in ("linear", "constant"):
