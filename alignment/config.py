@@ -7,11 +7,18 @@ available, and nothing else is.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
+import hashlib
+import json
+import os
 import types
 import typing
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -44,6 +51,13 @@ class DataConfig:
     on_error: str = field(default="raise", metadata={"help": "raise or skip bad rows."})
     max_train_rows: int | None = None
     max_eval_rows: int | None = None
+    transforms: list[Any] = field(
+        default_factory=list,
+        metadata={
+            "help": "Seeded changes to the preference train rows, applied in order, e.g. [{name: flip, p: 0.2}]: "
+            "flip, subsample, margin_filter, length_bias, mix, dedupe, decontaminate (docs/experiments.md)."
+        },
+    )
 
 
 @dataclass
@@ -105,6 +119,28 @@ class TrackingConfig:
     run_name: str | None = None
 
 
+class Direction(StrEnum):
+    minimize = "minimize"
+    maximize = "maximize"
+
+
+@dataclass
+class SweepConfig:
+    """What a sweep optimises and reports (docs/experiments.md)."""
+
+    metric: str | None = field(
+        default=None,
+        metadata={
+            "help": "The objective: a metrics.json key (in a pipeline '<step>/<key>'; unprefixed = the last step). "
+            "Each multirun job returns it (the Optuna sweeper searches it); reports sort by it."
+        },
+    )
+    direction: Direction = field(default=Direction.minimize, metadata={"help": "minimize or maximize."})
+    report_metrics: list[str] = field(
+        default_factory=list, metadata={"help": "More metrics (or glob patterns) the report plots per parameter."}
+    )
+
+
 @dataclass
 class OracleEvalConfig:
     enabled: bool = field(default=True, metadata={"help": "Measure oracle_reward before and after training."})
@@ -153,6 +189,11 @@ class AlignConfig:
     seed: int = 42
     resume: str = field(default="auto", metadata={"help": "auto (resume if a checkpoint exists) or fresh."})
     debug: bool = field(default=False, metadata={"help": "Show tracebacks."})
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    vars: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "Free values that presets interpolate (${vars.noise}); sweep them like any key."},
+    )
 
 
 _SIMPLE = (bool, int, float, str)
@@ -177,9 +218,8 @@ def _field_type(tp: Any) -> Any:
 _MANAGED = {"output_dir", "report_to", "run_name", "seed", "max_length", "push_to_hub", "hub_model_id", "hub_token"}
 
 
-@cache
-def trainer_schema(config_cls: type) -> type:
-    """A dataclass with every simple field of a TRL config class, TRL's names and defaults, for Hydra to check."""
+def trainer_fields(config_cls: type) -> list[tuple[str, str, Any]]:
+    """Every simple field of a TRL config class as (name, type name, default): TRL's names and defaults."""
     specs = []
     for f in dataclasses.fields(config_cls):
         if not f.init or f.name.startswith("_") or f.name in _MANAGED:
@@ -193,11 +233,55 @@ def trainer_schema(config_cls: type) -> type:
         tp = _field_type(f.type)
         if hasattr(default, "value") and not isinstance(default, _SIMPLE):  # enums -> their string value
             default = default.value
-        if tp is Any or isinstance(default, list | dict):
-            specs.append((f.name, Any, field(default_factory=(lambda d=default: d))))
+        specs.append((f.name, "any" if tp is Any or isinstance(default, list | dict) else _TYPE_NAMES[tp], default))
+    return specs
+
+
+_TYPE_NAMES = {t: t.__name__ for t in _SIMPLE} | {t | None: f"{t.__name__}?" for t in _SIMPLE} | {list[str]: "list"}
+_TYPES = {name: tp for tp, name in _TYPE_NAMES.items()}
+
+
+def _schema_class(name: str, specs: list[tuple[str, str, Any]]) -> type:
+    fields = []
+    for key, type_name, default in specs:
+        if type_name == "any":
+            fields.append((key, Any, field(default_factory=(lambda d=default: copy.deepcopy(d)))))
         else:
-            specs.append((f.name, tp, field(default=default)))
-    return dataclasses.make_dataclass(f"{config_cls.__name__}Schema", specs)
+            fields.append((key, _TYPES[type_name], field(default=default)))
+    return dataclasses.make_dataclass(name, fields)
+
+
+@cache
+def trainer_schema(config_cls: type) -> type:
+    """A dataclass with every simple field of a TRL config class, TRL's names and defaults, for Hydra to check."""
+    return _schema_class(f"{config_cls.__name__}Schema", trainer_fields(config_cls))
+
+
+def _schema_cache_file() -> Path:
+    """Where the trainer schemas of the installed TRL and transformers are cached (they take seconds to import)."""
+    from importlib.metadata import version
+
+    root = Path(os.environ.get("ALIGNMENT_CACHE") or Path.home() / ".cache" / "alignment")
+    tag = hashlib.sha256(repr((sorted(_MANAGED), sorted(_TYPES))).encode()).hexdigest()[:8]  # this file's mapping
+    return root / f"trainer-schemas-trl{version('trl')}-transformers{version('transformers')}-{tag}.json"
+
+
+def trainer_schemas() -> dict[str, type]:
+    """The ``trainer`` schema of each TRL stage, read from a per-version cache so that a config typo is reported
+    without importing TRL; built from TRL's config classes (and cached) on a miss."""
+    path = _schema_cache_file()
+    try:
+        cached = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cached = None
+    if not cached:
+        cached = {stage: [cls.__name__, trainer_fields(cls)] for stage, cls in trl_config_classes().items()}
+        with contextlib.suppress(OSError):  # a read-only home only costs the next start-up its speed
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(cached), encoding="utf-8")
+            os.replace(tmp, path)
+    return {stage: _schema_class(f"{cls_name}Schema", specs) for stage, (cls_name, specs) in cached.items()}
 
 
 def trl_config_classes() -> dict[str, type]:
@@ -224,8 +308,13 @@ def trl_config_classes() -> dict[str, type]:
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=AlignConfig)
-    for stage, cls in trl_config_classes().items():
-        cs.store(group="schema/trainer", name=stage, node=trainer_schema(cls))
+    for stage, schema in trainer_schemas().items():
+        cs.store(group="schema/trainer", name=stage, node=schema)
     from alignment.rl.settings import PPOSettings
 
     cs.store(group="schema/trainer", name="ppo", node=PPOSettings)
+    from alignment.stages.generate import GenerateSettings
+    from alignment.stages.label import LabelSettings
+
+    cs.store(group="schema/trainer", name="generate", node=GenerateSettings)
+    cs.store(group="schema/trainer", name="label", node=LabelSettings)
