@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from alignment import adapters
 from alignment.data import load_train_eval, tokenize_preference
+from alignment.data.transforms import transform_train_rows
 from alignment.models import load_causal_lm, load_tokenizer, resolve_model_path
 from alignment.stages.stage_run import StageRun
 
@@ -51,6 +52,9 @@ def preference_data(cfg: DictConfig, tokenizer, stage: StageRun) -> tuple[Datase
     ``trainer.train_sampling_strategy=group_by_length`` batches pairs of similar length by, which cuts padding.
     """
     train_rows, eval_rows = load_train_eval(cfg.data, kind="preference", seed=cfg.seed)
+    # ``data.transforms`` change the train pairs only: held-out pairs keep their clean labels.
+    train_rows, transform_metrics = transform_train_rows(cfg, train_rows, eval_rows, stage.dir)
+    stage.record(transform_metrics)
     train, stats = tokenize_preference(train_rows, tokenizer, max_length=cfg.data.max_length)
     stage.record({f"data_{k}": v for k, v in stats.items()})
     train = train.map(_pair_length)

@@ -10,6 +10,7 @@ from datasets import Dataset
 from omegaconf import DictConfig
 
 from alignment import adapters
+from alignment.data.transforms import validate_transforms
 from alignment.stages.inputs import policy_and_reference, preference_data
 from alignment.stages.stage_run import StageRun
 
@@ -48,6 +49,7 @@ def run(cfg: DictConfig) -> dict:
                 return with_kl_completions(dataset, args.per_device_train_batch_size)
             return dataset
 
+    validate_transforms(cfg.data.transforms)  # a bad spec fails before any model is loaded
     stage = StageRun(cfg)
     tokenizer, policy, reference, adapter = policy_and_reference(cfg)
     train_pairs, eval_pairs = preference_data(cfg, tokenizer, stage)

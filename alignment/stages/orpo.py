@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig
 
 from alignment import adapters
+from alignment.data.transforms import validate_transforms
 from alignment.errors import AlignmentError
 from alignment.stages.inputs import policy_and_reference, preference_data
 from alignment.stages.stage_run import StageRun
@@ -57,6 +58,7 @@ def run(cfg: DictConfig) -> dict:
             out = super().concatenated_forward(model, batch)  # (chosen_logps, rejected_logps, chosen_logits, ...)
             return (*out[:4], reply_nll(out[2], batch["chosen_labels"]), *out[5:])
 
+    validate_transforms(cfg.data.transforms)  # a bad spec fails before any model is loaded
     stage = StageRun(cfg)
     tokenizer, policy, _, adapter = policy_and_reference(cfg, with_reference=False)
     train_ds, eval_ds = preference_data(cfg, tokenizer, stage)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from alignment import adapters
+from alignment.data.transforms import validate_transforms
 from alignment.models import load_sequence_classifier, load_tokenizer, resolve_model_path
 from alignment.stages.inputs import KeepsLengthColumn, preference_data
 from alignment.stages.stage_run import StageRun
@@ -30,6 +31,7 @@ def run(cfg: DictConfig) -> dict:
     class PairsRewardTrainer(KeepsLengthColumn, RewardTrainer):
         pass
 
+    validate_transforms(cfg.data.transforms)  # a bad spec fails before any model is loaded
     stage = StageRun(cfg)
     path = resolve_model_path(cfg.model)
     tokenizer = load_tokenizer(path, cfg.model)
