@@ -188,6 +188,9 @@ class AlignConfig:
     output_dir: str = field(default=MISSING, metadata={"help": "Run dir; the stage writes PATH/<stage>/."})
     seed: int = 42
     resume: str = field(default="auto", metadata={"help": "auto (resume if a checkpoint exists) or fresh."})
+    save_every_minutes: float | None = field(
+        default=5.0, metadata={"help": "Also save a checkpoint after this many minutes of training; None or 0 = off."}
+    )
     debug: bool = field(default=False, metadata={"help": "Show tracebacks."})
     sweep: SweepConfig = field(default_factory=SweepConfig)
     vars: dict[str, Any] = field(
@@ -296,16 +299,30 @@ def trl_config_classes() -> dict[str, type]:
         "grpo": GRPOConfig,
         "rloo": RLOOConfig,
     }
+    # TRL warns on importing trl.experimental; at start-up that would reach every command, so it is silenced here
+    # and stage=orpo says it once (stages/orpo.py).
+    import os
+
+    silenced = os.environ.get("TRL_EXPERIMENTAL_SILENCE")
+    os.environ["TRL_EXPERIMENTAL_SILENCE"] = "1"
     try:
         from trl.experimental.orpo import ORPOConfig
 
         classes["orpo"] = ORPOConfig
     except ImportError:  # experimental module moved or gone: orpo is then unavailable
         pass
+    finally:
+        if silenced is None:
+            os.environ.pop("TRL_EXPERIMENTAL_SILENCE", None)
+        else:
+            os.environ["TRL_EXPERIMENTAL_SILENCE"] = silenced
     return classes
 
 
 def register_configs() -> None:
+    from alignment.sweep import register_resolvers
+
+    register_resolvers()  # conf/config.yaml's default output_dir and sweep job dirs
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=AlignConfig)
     for stage, schema in trainer_schemas().items():

@@ -168,15 +168,9 @@ def _read_source(path: str | Path, split: str) -> tuple[str, str, Rows]:
                 ["train"],
             )
         return (str(local), *_read_file(local))
-    text = str(path)
-    if (
-        local.suffix.lower() in SUFFIXES
-        or local.is_absolute()
-        or text.startswith((".", "~"))
-        or not _HUB_ID.match(text)
-    ):
+    if local_path_missing(path):
         raise AlignmentError(f"data file not found: {local} (resolved to {local.absolute()}). Check data.path.")
-    return (f"Hub dataset '{text}' split '{split}'", *_read_hub(text, split))
+    return (f"Hub dataset '{path}' split '{split}'", *_read_hub(str(path), split))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -284,6 +278,19 @@ def load_dataset(
 ) -> datasets.Dataset:
     """Load ``path`` as canonical rows for ``kind``; see :func:`load_dataset_with_report` for the skip counts."""
     return load_dataset_with_report(path, kind, format, split, on_error, seed)[0]
+
+
+def local_path_missing(path: str | Path) -> bool:
+    """Whether ``path`` names a local file or dir that is not there (rather than a Hub dataset id)."""
+    local, text = Path(path).expanduser(), str(path)
+    if local.exists():
+        return False
+    return (
+        local.suffix.lower() in SUFFIXES
+        or local.is_absolute()
+        or text.startswith((".", "~"))
+        or not _HUB_ID.match(text)
+    )
 
 
 def peek_rows(path: str | Path, split: str = "train", n: int = 20) -> tuple[str, list[dict]] | None:
