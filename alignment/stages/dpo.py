@@ -2,19 +2,23 @@
 
 ``trainer.loss_type`` takes any of TRL's DPO losses (sigmoid, ipo, hinge, robust, bco_pair, sppo_hard, nca_pair,
 apo_zero, apo_down, exo_pair, discopop, sft, ...) or a list of them weighted by ``trainer.loss_weights``
-(``[sigmoid, sft]`` is RPO: DPO plus the chosen replies' NLL). Conservative DPO (cDPO, label smoothing on the sigmoid
-loss) is ``loss_type=robust`` with ``label_smoothing`` in TRL >= 0.29, where ``sigmoid`` ignores label smoothing.
+(``[sigmoid, sft]`` is RPO: DPO plus the chosen replies' NLL). Conservative DPO (cDPO, the sigmoid loss with label
+smoothing eps: labels assumed flipped with probability eps) is this project's ``loss_type=cdpo`` with
+``label_smoothing=eps``; TRL dropped it, and TRL's ``robust`` is rDPO (Chowdhury et al. 2024), an unbiased estimator
+that divides by ``1 - 2 eps``, not cDPO.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+from functools import cache
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from alignment import adapters
+from alignment.data.transforms import validate_transforms
 from alignment.errors import AlignmentError
 from alignment.stages.inputs import (
     KeepsLengthColumn,
@@ -22,11 +26,36 @@ from alignment.stages.inputs import (
     policy_and_reference,
     preference_data,
 )
+from alignment.stages.reference_kl import record_reference_kl
 from alignment.stages.stage_run import StageRun
 from alignment.stages.task_metrics import task_indices
 
-# The losses that read ``label_smoothing`` (TRL >= 0.29); elsewhere it has no effect.
-SMOOTHED_LOSSES = ("robust", "exo_pair", "aot", "aot_unpaired")
+# The losses that read ``label_smoothing`` (TRL >= 0.29, and our cdpo); elsewhere it has no effect.
+SMOOTHED_LOSSES = ("cdpo", "robust", "exo_pair", "aot", "aot_unpaired")
+# Losses this project adds to TRL's: name -> what it is.
+OWN_LOSSES = {"cdpo": "conservative DPO: -(1-eps) logsigmoid(beta h) - eps logsigmoid(-beta h), eps=label_smoothing"}
+
+
+def expand_losses(losses: list[str], weights: list[float] | None, eps: float) -> tuple[list[str], list[float]]:
+    """TRL loss names and weights computing ``losses``: each ``cdpo`` (weight w) becomes ``sigmoid`` and ``robust``.
+
+    With S(x) = -logsigmoid(beta x), TRL's robust (rDPO) is R = ((1-eps) S(h) - eps S(-h)) / (1-2 eps), so
+    cDPO = (1-eps) S(h) + eps S(-h) = 2 (1-eps) S(h) - (1-2 eps) R exactly, per pair: TRL's own loss code (and its
+    f-divergence and WPO weighting, which act per loss before the weighted sum) computes cDPO with no copy of it.
+    """
+    weights = list(weights) if weights is not None else [1.0] * len(losses)
+    out_losses, out_weights = [], []
+    for loss, weight in zip(losses, weights, strict=True):
+        if loss != "cdpo":
+            out_losses.append(loss)
+            out_weights.append(float(weight))
+        elif eps == 0.0:
+            out_losses.append("sigmoid")
+            out_weights.append(float(weight))
+        else:
+            out_losses += ["sigmoid", "robust"]
+            out_weights += [2.0 * (1.0 - eps) * weight, -(1.0 - 2.0 * eps) * weight]
+    return out_losses, out_weights
 
 
 def trl_loss_types() -> list[str]:
@@ -42,6 +71,7 @@ def check_loss_settings(trainer: dict[str, Any]) -> list[str]:
     losses = trainer.get("loss_type") or ["sigmoid"]
     losses = [losses] if isinstance(losses, str) else [str(x) for x in losses]
     known = trl_loss_types()
+    known = [*known, *OWN_LOSSES] if known else []
     unknown = [x for x in losses if known and x not in known]
     if unknown:
         raise AlignmentError(
@@ -58,26 +88,51 @@ def check_loss_settings(trainer: dict[str, Any]) -> list[str]:
     if smoothing and not any(x in SMOOTHED_LOSSES for x in losses):
         raise AlignmentError(
             f"trainer.label_smoothing={smoothing} has no effect with trainer.loss_type={losses}: in TRL >= 0.29 "
-            f"only {', '.join(SMOOTHED_LOSSES)} read it. For conservative DPO use trainer.loss_type=robust "
+            f"only {', '.join(SMOOTHED_LOSSES)} read it. For conservative DPO use trainer.loss_type=cdpo "
             "(label_smoothing in [0, 0.5)), or set trainer.label_smoothing=0"
         )
-    if "robust" in losses and not 0.0 <= smoothing < 0.5:
-        raise AlignmentError(f"trainer.label_smoothing={smoothing} must lie in [0, 0.5) for loss_type robust")
+    for name in ("cdpo", "robust"):
+        if name in losses and not 0.0 <= smoothing < 0.5:
+            raise AlignmentError(
+                f"trainer.label_smoothing={smoothing} must lie in [0, 0.5) for loss_type {name} "
+                "(the assumed share of flipped labels; 0.1 is a common choice)"
+            )
     if "exo_pair" in losses and smoothing == 0.0:
         raise AlignmentError("loss_type exo_pair needs trainer.label_smoothing > 0 (the EXO paper uses 1e-3)")
     return losses
 
 
-def run(cfg: DictConfig) -> dict:
-    from trl import DPOConfig, DPOTrainer
+@cache
+def dpo_trainer_class() -> type:
+    """TRL's DPOTrainer on the shared data layer's encoded pairs, with this project's losses (``cdpo``)."""
+    from trl import DPOTrainer
 
     class SharedEncodingDPOTrainer(KeepsLengthColumn, DPOTrainer):
         """The pairs arrive encoded by the shared data layer; TRL's own text tokenisation is skipped."""
 
+        def __init__(self, *args, **kwargs):
+            config = kwargs["args"]
+            requested = (config.loss_type, config.loss_weights)
+            if any(x in OWN_LOSSES for x in config.loss_type):
+                # TRL reads the loss list once, here; the arguments keep the names the user gave.
+                losses = expand_losses(list(config.loss_type), config.loss_weights, float(config.label_smoothing))
+                config.loss_type, config.loss_weights = losses
+            try:
+                super().__init__(*args, **kwargs)
+            finally:
+                config.loss_type, config.loss_weights = requested
+
         def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
             return dataset
 
+    return SharedEncodingDPOTrainer
+
+
+def run(cfg: DictConfig) -> dict:
+    from trl import DPOConfig
+
     check_loss_settings(OmegaConf.to_container(cfg.trainer, resolve=True))
+    validate_transforms(cfg.data.transforms)  # a bad spec fails before any model is loaded
     stage = StageRun(cfg)
     # Precomputed reference log-probs come from the policy itself before its first step, unless the reference is
     # another model: then that model is loaded (and kept) as usual.
@@ -86,7 +141,7 @@ def run(cfg: DictConfig) -> dict:
     tokenizer, policy, reference, adapter = policy_and_reference(cfg, with_reference=with_reference)
     train_ds, eval_ds = preference_data(cfg, tokenizer, stage)
 
-    trainer = SharedEncodingDPOTrainer(
+    trainer = dpo_trainer_class()(
         model=policy,
         ref_model=reference,
         args=stage.trainer_args(DPOConfig),
@@ -97,4 +152,5 @@ def run(cfg: DictConfig) -> dict:
         callbacks=adapters.callbacks(cfg.peft),
     )
     stage.per_task = (task_indices(trainer.eval_dataset), ["eval_rewards/accuracies", "eval_rewards/margins"])
+    record_reference_kl(stage, trainer, cfg)  # ``kl`` (and ``kl_before``) beside each oracle_reward
     return stage.fit(trainer, tokenizer)

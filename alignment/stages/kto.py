@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 from alignment import adapters
 from alignment.data.transforms import validate_transforms
 from alignment.stages.inputs import policy_and_reference, preference_data
+from alignment.stages.reference_kl import record_reference_kl
 from alignment.stages.stage_run import StageRun
 
 
@@ -66,4 +67,5 @@ def run(cfg: DictConfig) -> dict:
         peft_config=adapter,
         callbacks=adapters.callbacks(cfg.peft),
     )
+    record_reference_kl(stage, trainer, cfg)  # ``kl`` (and ``kl_before``) beside each oracle_reward
     return stage.fit(trainer, tokenizer)

@@ -19,6 +19,7 @@ from alignment import adapters
 from alignment.data.transforms import validate_transforms
 from alignment.errors import AlignmentError
 from alignment.stages.inputs import policy_and_reference, preference_data
+from alignment.stages.reference_kl import record_reference_kl
 from alignment.stages.stage_run import StageRun
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -72,4 +73,5 @@ def run(cfg: DictConfig) -> dict:
         peft_config=adapter,
         callbacks=adapters.callbacks(cfg.peft),
     )
+    record_reference_kl(stage, trainer, cfg)  # ``kl`` (and ``kl_before``) beside each oracle_reward
     return stage.fit(trainer, tokenizer)

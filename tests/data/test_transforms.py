@@ -318,3 +318,44 @@ def test_no_transforms_write_nothing(tmp_path):
     train = pairs(5)
     rows, metrics = transform_train_rows(_cfg([]), train, None, tmp_path)
     assert rows is train and metrics == {} and not (tmp_path / RECORD_FILE).exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Through the real CLI
+
+
+@pytest.mark.slow
+def test_dpo_cli_records_transforms_kl_and_trains_with_cdpo(sft_run, tmp_path):
+    from tests.conftest import FAST, read_metrics, run_cli
+
+    bad = run_cli("stage=dpo", f"output_dir={tmp_path / 'bad'}", "data.transforms=[{name: flipp}]", check=False)
+    assert bad.returncode == 2 and "data.transforms[0]: unknown transform 'flipp'" in bad.stderr
+    assert "Traceback" not in bad.stderr and not (tmp_path / "bad" / "dpo").exists()  # failed before the stage ran
+
+    run_cli(
+        "stage=dpo",
+        f"model.path={sft_run / 'model'}",
+        f"output_dir={tmp_path}",
+        "data.transforms=[{name: flip, p: 0.25},{name: subsample, n: 64},{name: dedupe}]",
+        "trainer.loss_type=[cdpo,sft]",
+        "trainer.label_smoothing=0.1",
+        "trainer.max_steps=3",
+        "trainer.warmup_steps=0",
+        "trainer.save_strategy=no",
+        *FAST,
+    )
+    out = tmp_path / "dpo"
+    doc = json.loads((out / RECORD_FILE).read_text(encoding="utf-8"))
+    flip, sub, dedupe = doc["transforms"]
+    assert doc["seed"] == 42 and doc["rows_before"] == 128 == flip["rows_in"]  # FAST: data.max_train_rows=128
+    assert flip["changed_ids"] == np.flatnonzero(np.random.default_rng([42, 0]).random(128) < 0.25).tolist()
+    assert (sub["rows_in"], sub["rows_out"], dedupe["rows_out"]) == (128, 64, 64)
+    metrics = read_metrics(out)
+    assert metrics["data_rows_after_transforms"] == 64 == metrics["data_kept"]
+    assert metrics["data_transform_0_flip_changed"] == len(flip["changed_ids"]) > 0
+    assert metrics["data_transform_1_subsample_dropped"] == 64
+    assert metrics["data_transform_2_dedupe_dropped"] == 0
+    assert metrics["global_step"] == 3
+    # Before training the policy is its reference; after a few steps its own samples are likelier under it.
+    assert metrics["kl_before"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics["kl"] > 0
