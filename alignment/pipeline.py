@@ -1,7 +1,8 @@
 """Run the steps of a pipeline in order, hand each the outputs of earlier steps, and keep ``pipeline.json``.
 
 A pipeline is a config in ``conf/pipeline/``: ordered ``steps``, each naming its ``stage``, the earlier steps it
-takes ``inputs`` from (``model``, ``ref_model``, ``reward_model``, ``value_model``) and any per-step settings
+takes ``inputs`` from (``model``, ``ref_model``, ``reward_model``, ``value_model``; ``data``: the generations or
+pairs a ``generate``/``label`` step wrote, as its ``data.path``) and any per-step settings
 (``trainer: {beta: 0.2}``). Step ``<name>`` writes ``<output_dir>/<name>/``.
 
 ``pipeline.json`` records each step's status, start and end times, output path and a hash of its resolved config and
@@ -24,11 +25,14 @@ from alignment.atomic import write_atomic
 from alignment.config import RewardSourceConfig
 from alignment.errors import AlignmentError
 from alignment.launch import barrier, is_main_process
+from alignment.paths import DATA_DIR
 from alignment.stages.run_state import HASH_EXCLUDED_DISTRIBUTED, finished_metrics
 
 log = logging.getLogger("alignment")
 
-INPUT_KINDS = ("model", "ref_model", "reward_model", "value_model")
+INPUT_KINDS = ("model", "ref_model", "reward_model", "value_model", "data")
+# Steps whose output is data, not a model: the file an `inputs: {data: <step>}` step reads as its data.path.
+DATA_OUTPUTS = {"generate": "generations.jsonl", "label": "pairs.jsonl"}
 # Settings that do not change what a step computes.
 _HASH_EXCLUDED = ("debug", "resume", "output_dir", "pipeline", "tracking")
 
@@ -81,7 +85,15 @@ def compose_step(
                     f"pipeline step '{name}' reads {kind} from '{source}', which is not an earlier step"
                 )
             path = outputs[source]
-            if kind == "model":
+            if (kind == "data") != path.endswith(".jsonl"):
+                wrote = "data" if path.endswith(".jsonl") else "a model"
+                raise AlignmentError(f"pipeline step '{name}' reads {kind} from '{source}', which writes {wrote}")
+            if kind == "data":
+                if not cfg.data.path and cfg.oracle_eval.path is None:
+                    # The run is on the embedded data: keep measuring oracle_reward on its held-out prompts.
+                    cfg.oracle_eval.path = str(DATA_DIR / "prompts")
+                cfg.data.path = path  # a single file: no test split, so load_train_eval holds out eval_fraction
+            elif kind == "model":
                 cfg.model.path = path
             elif kind == "ref_model":
                 cfg.ref_model = path
@@ -116,7 +128,7 @@ def run_pipeline(cfg: DictConfig, task_overrides: list[str]) -> dict[str, Any]:
         digest = config_hash(step_cfg, inputs)
         hashes[name] = digest
         stage_dir = run_dir / name
-        outputs[name] = str(stage_dir / "model")
+        outputs[name] = str(stage_dir / DATA_OUTPUTS.get(str(step.stage), "model"))
         old = previous.get(name)
         # metrics.json is written last: with the same stage config hash, a step killed after it counts as done too.
         finished = old and (stage_dir / "metrics.json").exists()

@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 
 from alignment.errors import AlignmentError
 
-STAGES = ("sft", "rm", "dpo", "kto", "orpo", "ppo", "grpo", "rloo")
+STAGES = ("sft", "rm", "dpo", "kto", "orpo", "ppo", "grpo", "rloo", "generate", "label")
 
 
 def run_stage(cfg: DictConfig) -> dict:
