@@ -14,6 +14,7 @@ from alignment.report.stats import Group
 
 # The training curve drawn per stage: the first of these its log_history has.
 CURVES = ["loss", "score", "reward"]
+STYLES = ["-", "--", ":", "-."]  # seeds of one setting: one colour, these line styles
 FEW_POINTS = 20  # curves with fewer points get markers, so a 3-point curve does not pass for a straight line
 NO_CURVE = "no training curve logged"
 NO_ORACLE = "no oracle on this data:\noracle_reward is measured on\nthe embedded prompts only"
@@ -124,12 +125,25 @@ def _numeric(values: list[str]) -> bool:
     return all(isinstance(p, int | float) and not isinstance(p, bool) for p in parsed)
 
 
+def _save(fig, out: Path) -> bool:
+    if fig is None:
+        return False
+    fig.savefig(out, dpi=110)
+    _pyplot().close(fig)
+    return True
+
+
 def plot_metric(groups: list[Group], params: list[str], metric: str, note: str, out: Path) -> bool:
+    """Save :func:`metric_figure` to ``out``; False (nothing written) when no run recorded the metric."""
+    return _save(metric_figure(groups, params, metric, note), out)
+
+
+def metric_figure(groups: list[Group], params: list[str], metric: str, note: str):
     """``metric`` against each swept parameter (a panel each), one series per setting of the other parameters,
-    mean with error bars of one std over seeds. False (nothing written) when no run recorded the metric."""
+    mean with error bars of one std over seeds; None when no run recorded the metric."""
     groups = [g for g in groups if g.summary(metric) is not None]
     if not groups:
-        return False
+        return None
     plt = _pyplot()
     panels = params or ["run"]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
@@ -162,35 +176,43 @@ def plot_metric(groups: list[Group], params: list[str], metric: str, note: str, 
         if len(series) > 1:
             ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return True
+    return fig
 
 
-def plot_curves(runs: list[Run], label, out: Path) -> bool:
-    """Every run's training curve in one figure, a panel per stage (pipeline step), a line per run."""
-    per_stage: dict[str, list[tuple[str, list[dict]]]] = {}
+def plot_curves(runs: list[Run], setting, out: Path) -> bool:
+    """Save :func:`curves_figure` to ``out``; False (nothing written) when no run has a finished stage."""
+    return _save(curves_figure(runs, setting), out)
+
+
+def curves_figure(runs: list[Run], setting):
+    """Every run's training curve in one figure, a panel per stage (pipeline step), a line per run: one colour per
+    setting (``setting(run)``), one line style per seed."""
+    per_stage: dict[str, list[tuple[str, dict, list[dict]]]] = {}
+    settings = list(dict.fromkeys(setting(r) for r in runs))
+    seen: dict[str, int] = {}
     for run in runs:
+        name = setting(run)
+        style = {"color": f"C{settings.index(name) % 10}", "linestyle": STYLES[seen.get(name, 0) % len(STYLES)]}
+        seen[name] = seen.get(name, 0) + 1
+        label = " ".join(x for x in (name, f"seed={run.overrides['seed']}" if "seed" in run.overrides else "") if x)
         for d in stage_dirs(run.path) if run.path is not None else []:
-            per_stage.setdefault(d.name, []).append((label(run), history(d)))
+            per_stage.setdefault(d.name, []).append((label or run.name, style, history(d)))
     if not per_stage:
-        return False
+        return None
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(per_stage), figsize=(5.2 * len(per_stage), 3.8), squeeze=False)
     for ax, (stage, lines) in zip(axes[0], per_stage.items(), strict=True):
-        key = next((k for k in CURVES if any(curve(rows, k) for _, rows in lines)), None)
+        key = next((k for k in CURVES if any(curve(rows, k) for _, _, rows in lines)), None)
         ax.set_title(f"{stage}: training {key or 'curve'} by step, one line per run", fontsize=10)
         if key is None:
             empty_panel(ax, NO_CURVE)
             continue
-        for name, rows in lines:
+        for name, style, rows in lines:
             if points := curve(rows, key):
-                draw_curve(ax, points, label=name)
+                draw_curve(ax, points, label=name, **style)
         ax.set_xlabel("optimizer step")
         ax.set_ylabel(axis_label(key))
         if len(lines) <= 12:
             ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return True
+    return fig

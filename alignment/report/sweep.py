@@ -74,11 +74,12 @@ def sweep_report(root: Path) -> SweepReport:
         if plot_metric(groups, params, metric, note, root / f"report_{slug(metric)}.png"):
             images.append((f"{metric} against each swept parameter", f"report_{slug(metric)}.png"))
 
-    def label(run: Run) -> str:
-        text = " ".join(f"{k}={run.overrides[k]}" for k in [*params, SEED] if k in run.overrides)
-        return text or run.name
+    def setting(run: Run) -> str:
+        """The swept values but seed, or the run's path when it has none (so unrelated runs get their own colour)."""
+        text = " ".join(f"{k}={run.overrides[k]}" for k in params if k in run.overrides)
+        return text if text or SEED in run.overrides else run.name
 
-    if plot_curves([r for r in runs if r.status != "missing"], label, root / "report_curves.png"):
+    if plot_curves([r for r in runs if r.status != "missing"], setting, root / "report_curves.png"):
         images.append(("training curves, one line per run", "report_curves.png"))
 
     kind = "Sweep" if (root / "multirun.yaml").exists() else "Runs"

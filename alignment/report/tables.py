@@ -92,12 +92,20 @@ def _counts(group: Group, metric: str) -> list[int]:
     return [c for r in group.runs if metric in r.metrics and (c := sample_count(metric, r.metrics)) is not None]
 
 
+def _run_label(run: Run) -> str:
+    """A Hydra job by its seed (its other overrides are the row's columns; its dir is in report.csv), any other run by
+    its path."""
+    if SEED in run.overrides:
+        return f"{SEED}={run.overrides[SEED]}"
+    return "" if run.has_overrides else run.name
+
+
 def group_rows(groups: list[Group], params: list[str], metrics: list[str]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the sweep table (shared by the Markdown and the terminal)."""
-    header = ["#", *params, "runs", *metrics]
+    header = ["#", *params, "seeds / run", *metrics]
     rows = []
     for i, group in enumerate(groups, 1):
-        names = ", ".join(r.name for r in group.runs)
+        names = ", ".join(_run_label(r) for r in group.runs)
         cells = [cell(group.summary(m), _counts(group, m), count_unit(m)) for m in metrics]
         rows.append([str(i), *(group.params.get(p, "") for p in params), names, *cells])
     return header, rows

@@ -39,9 +39,9 @@ def test_two_learning_rates_give_a_csv_row_each_a_table_and_plots(tmp_path):
          "error": ""},
     ]  # fmt: skip
     lines = text.splitlines()
-    assert "| # | trainer.learning_rate | runs | eval_loss (minimize) |" in lines
+    assert "| # | trainer.learning_rate | seeds / run | eval_loss (minimize) |" in lines
     # Best first: eval_loss is minimised by default.
-    assert lines.index("| 1 | 0.01 | 1 | 0.75 (n=1) |") + 1 == lines.index("| 2 | 0.001 | 0 | 1.25 (n=1) |")
+    assert lines.index("| 1 | 0.01 |  | 0.75 (n=1) |") + 1 == lines.index("| 2 | 0.001 |  | 1.25 (n=1) |")
     assert "2 runs: 2 done, 0 failed, 0 incomplete, 0 missing." in lines
     assert (tmp_path / "report.md").read_text(encoding="utf-8") == text
     for png in ("report_eval_loss.png", "report_curves.png"):
@@ -64,8 +64,12 @@ def test_seeds_are_aggregated_into_mean_std_ci_and_n(tmp_path):
         return f"{mean:.4g} ± {std:.4g} [{mean - half:.4g}, {mean + half:.4g}]"
 
     assert expected(1.0, 3.0) == "2 ± 1.414 [-10.71, 14.71]"
-    first = f"| 1 | 0.01 | 2, 3 | {expected(0.5, 0.7)} (n=2) | {expected(0.125, 0.175)} (n=2; n=32 rows each) |"
-    second = f"| 2 | 0.001 | 0, 1 | {expected(1.0, 3.0)} (n=2) | {expected(0.25, 0.75)} (n=2; n=32 rows each) |"
+    first = (
+        f"| 1 | 0.01 | seed=1, seed=2 | {expected(0.5, 0.7)} (n=2) | {expected(0.125, 0.175)} (n=2; n=32 rows each) |"
+    )
+    second = (
+        f"| 2 | 0.001 | seed=1, seed=2 | {expected(1.0, 3.0)} (n=2) | {expected(0.25, 0.75)} (n=2; n=32 rows each) |"
+    )
     lines = text.splitlines()
     assert lines.index(first) + 1 == lines.index(second)
     _, rows = _csv(tmp_path / "report.csv")
@@ -126,7 +130,7 @@ def test_a_pipeline_sweep_has_a_column_per_step_metric_and_the_last_step_as_obje
         ("0.1", "0.75", "2.0"),
         ("0.5", "0.5", "2.0"),
     ]
-    assert "| 1 | 0.5 | 1 | 1 (n=1) | 0.5 (n=1; n=32 rows each) |" in text.splitlines()
+    assert "| 1 | 0.5 |  | 1 (n=1) | 0.5 (n=1; n=32 rows each) |" in text.splitlines()
     assert "Same in every run: pipeline=dpo." in text.splitlines()
 
 
@@ -139,9 +143,9 @@ def test_sweep_metric_and_direction_order_the_table_and_report_metrics_are_plott
     text = report(tmp_path)
     lines = text.splitlines()
     assert "Objective: `oracle_reward`, maximize (sweep.metric)." in lines
-    assert "| # | data.transforms | runs | oracle_reward (maximize) | eval_rewards/margins |" in lines
-    assert lines.index("| 1 | [subsample] | 1 | 0.5 (n=1; n=16 replies each) | 1 (n=1) |") + 1 == lines.index(
-        "| 2 | [flip] | 0 | 0.25 (n=1; n=16 replies each) | 0.5 (n=1) |"
+    assert "| # | data.transforms | seeds / run | oracle_reward (maximize) | eval_rewards/margins |" in lines
+    assert lines.index("| 1 | [subsample] |  | 0.5 (n=1; n=16 replies each) | 1 (n=1) |") + 1 == lines.index(
+        "| 2 | [flip] |  | 0.25 (n=1; n=16 replies each) | 0.5 (n=1) |"
     )
     assert (tmp_path / "report_oracle_reward.png").stat().st_size > 5000
     assert (tmp_path / "report_eval_rewards_margins.png").stat().st_size > 5000
@@ -166,7 +170,7 @@ def test_main_prints_plain_text_off_a_terminal_and_a_rich_table_on_one(tmp_path,
     assert main([str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert out.rstrip("\n") == (tmp_path / "report.md").read_text(encoding="utf-8").rstrip("\n")
-    assert "| 1 | 0, 1 | 2 ± 1.414 [-10.71, 14.71] (n=2) |" in out.splitlines()
+    assert "| 1 | seed=1, seed=2 | 2 ± 1.414 [-10.71, 14.71] (n=2) |" in out.splitlines()
     monkeypatch.setattr("sys.stdout.isatty", lambda: True)
     print_table("Sweep report", ["#", "eval_loss"], [["1", "2 ± 1.414"]], "| markdown |")
     out = capsys.readouterr().out
