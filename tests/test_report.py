@@ -106,3 +106,17 @@ def test_python_m_alignment_report_runs_and_errors_in_one_line(tmp_path):
     )
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.startswith("error: ") and "not a directory" in bad.stderr and bad.stderr.count("\n") == 1
+
+
+def test_a_failed_or_unfinished_run_says_so_above_its_table(tmp_path):
+    steps = [_stage(tmp_path, "sft", {"eval_loss": 2.0}, [3.0, 2.0])]
+    steps.append({"name": "dpo", "stage": "dpo", "status": "running", "output": str(tmp_path / "dpo")})
+    (tmp_path / "pipeline.json").write_text(json.dumps({"pipeline": "dpo", "steps": steps}), encoding="utf-8")
+    lines = report(tmp_path).splitlines()
+    assert lines[2].startswith("**This run has not finished**") and "| sft | held-out loss |  | 2 |" in lines
+    failure = {"error": "the loss became NaN at step 2", "exception": "AlignmentError", "overrides": []}
+    (tmp_path / "failed.json").write_text(json.dumps(failure), encoding="utf-8")
+    lines = report(tmp_path).splitlines()
+    assert lines[2] == (
+        "**This run failed** (AlignmentError: the loss became NaN at step 2); only the stages that finished are shown."
+    )

@@ -19,7 +19,7 @@ from pathlib import Path
 from alignment.atomic import write_atomic
 from alignment.errors import AlignmentError
 from alignment.report.plots import plot_run
-from alignment.report.runs import is_run_dir, run_metrics, stage_dirs
+from alignment.report.runs import is_run_dir, run_metrics, run_status, stage_dirs
 from alignment.report.sweep import SweepReport, sweep_report
 from alignment.report.tables import metrics_table, print_table
 
@@ -36,7 +36,13 @@ def _single_run(run_dir: Path) -> str:
             else ""
         )
         raise AlignmentError(f"no finished stage (metrics.json) under {run_dir}{why}")
-    text = f"# Run report: {run_dir}\n\n{metrics_table(dirs)}\n\n![curves](report.png)\n"
+    status, error = run_status(run_dir)
+    warning = {
+        "failed": f"**This run failed** ({error}); only the stages that finished are shown.\n\n",
+        "incomplete": "**This run has not finished** (a stage or pipeline step is interrupted or still running); only "
+        "the stages that finished are shown.\n\n",
+    }.get(status, "")
+    text = f"# Run report: {run_dir}\n\n{warning}{metrics_table(dirs)}\n\n![curves](report.png)\n"
     plot_run(dirs, run_dir / "report.png")
     write_atomic(run_dir / "report.md", text)
     return text

@@ -123,8 +123,8 @@ def find_run_dirs(root: Path, depth: int = 2) -> list[Path]:
     return found
 
 
-def _status(run_dir: Path) -> tuple[str, str]:
-    """(status, error) of a run dir."""
+def run_status(run_dir: Path) -> tuple[str, str]:
+    """(status, error) of a run dir: done, failed (with the error) or incomplete."""
     failed = run_dir / "failed.json"
     if failed.exists():
         info = _read_json(failed)
@@ -141,7 +141,7 @@ def _status(run_dir: Path) -> tuple[str, str]:
 
 
 def load_run(run_dir: Path, root: Path) -> Run:
-    status, error = _status(run_dir)
+    status, error = run_status(run_dir)
     overrides_file = run_dir / ".hydra" / "overrides.yaml"
     typed = (_read_yaml(overrides_file) or []) if overrides_file.exists() else []
     return Run(
