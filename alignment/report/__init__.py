@@ -75,5 +75,5 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(built, str):
         print(built)
     else:
-        print_table(built.title, built.header, built.rows, built.markdown)
+        print_table(built.title, built.header, built.rows, built.markdown, built.notes)
     return 0

@@ -27,6 +27,7 @@ class SweepReport:
     title: str
     header: list[str]
     rows: list[list[str]]
+    notes: str  # what the terminal prints under the table: counts, objective, failed and missing runs, files
 
 
 def collect_runs(root: Path) -> tuple[list[Run], list[str]]:
@@ -84,10 +85,11 @@ def sweep_report(root: Path) -> SweepReport:
 
     kind = "Sweep" if (root / "multirun.yaml").exists() else "Runs"
     counts = ", ".join(f"{sum(r.status == s for r in runs)} {s}" for s in ("done", "failed", "incomplete", "missing"))
-    lines = [f"# {kind} report: {root}", "", f"{len(runs)} runs: {counts}."]
-    lines.append(f"Objective: `{objective}`, {direction} ({why})." if objective else f"Objective: none ({why}).")
+    summary = [f"{len(runs)} runs: {counts}."]
+    summary.append(f"Objective: `{objective}`, {direction} ({why})." if objective else f"Objective: none ({why}).")
     if fixed := fixed_overrides(runs, params):
-        lines.append(f"Same in every run: {fixed}.")
+        summary.append(f"Same in every run: {fixed}.")
+    lines = [f"# {kind} report: {root}", "", *summary]
     lines += [
         "",
         "Runs that differ only in `seed` are one row, best first: mean ± std [95% CI, Student t] (n = runs); an "
@@ -96,10 +98,13 @@ def sweep_report(root: Path) -> SweepReport:
         "",
         markdown_table(header, rows) if rows else "No run finished.",
     ]
-    if problems := problem_sections(runs, "; ".join(notes)):
+    problems = problem_sections(runs, "; ".join(notes), [*params, SEED])
+    if problems:
         lines += ["", problems]
     if images:
         lines += ["", "## Plots", "", *(f"![{alt}]({path})" for alt, path in images)]
     markdown = "\n".join(lines) + "\n"
     write_atomic(root / "report.md", markdown)
-    return SweepReport(markdown, f"{kind} report: {root}", header, rows)
+    files = ", ".join(["report.md", "report.csv", *(path for _, path in images)])
+    terminal = "\n\n".join(["\n".join(summary), *([problems] if problems else []), f"Written in {root}: {files}"])
+    return SweepReport(markdown, f"{kind} report: {root}", header, rows, terminal)

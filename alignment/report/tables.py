@@ -124,12 +124,14 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), "|" + "---|" * len(header), *(line(r) for r in rows)])
 
 
-def _overrides_text(run: Run) -> str:
-    return " ".join(f"{k}={v}" for k, v in run.overrides.items()) or "(no overrides recorded)"
+def problem_sections(runs: list[Run], missing_note: str, keys: list[str] | None = None) -> str:
+    """Failed, incomplete and missing runs, each listed: a report never drops a run silently. A run is named by its
+    overrides among ``keys`` (those that vary between runs), or all of them when it has none of those."""
 
+    def _overrides_text(run: Run) -> str:
+        shown = {k: v for k, v in run.overrides.items() if keys is None or k in keys} or run.overrides
+        return " ".join(f"{k}={v}" for k, v in shown.items()) or "(no overrides recorded)"
 
-def problem_sections(runs: list[Run], missing_note: str) -> str:
-    """Failed, incomplete and missing runs, each listed: a report never drops a run silently."""
     parts = []
     failed = [r for r in runs if r.status == "failed"]
     if failed:
@@ -159,8 +161,9 @@ def fixed_overrides(runs: list[Run], varying: list[str]) -> str:
     return ", ".join(same)
 
 
-def print_table(title: str, header: list[str], rows: list[list[str]], markdown: str) -> None:
-    """The table through rich in a terminal; the Markdown as plain text otherwise (pipes, files, CI logs)."""
+def print_table(title: str, header: list[str], rows: list[list[str]], markdown: str, notes: str = "") -> None:
+    """The table through rich in a terminal, then ``notes`` (counts, failed and missing runs); the Markdown as plain
+    text otherwise (pipes, files, CI logs)."""
     import sys
 
     if not sys.stdout.isatty():
@@ -174,4 +177,7 @@ def print_table(title: str, header: list[str], rows: list[list[str]], markdown: 
         table.add_column(name, overflow="fold")
     for row in rows:
         table.add_row(*row)
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if notes:
+        console.print(notes, markup=False, highlight=False)

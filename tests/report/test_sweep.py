@@ -92,14 +92,16 @@ def test_summary_matches_hand_computed_values_for_three_seeds():
 
 
 def test_failed_and_missing_runs_are_listed_not_dropped(tmp_path):
-    dirs.multirun(tmp_path, ["trainer.learning_rate=1e-3,1e-2,1e-1"])
-    _job(tmp_path, 0, ["trainer.learning_rate=0.001"], {"eval_loss": 1.0})
-    dirs.hydra_job(tmp_path / "1", ["trainer.learning_rate=0.01"])
+    dirs.multirun(tmp_path, ["stage=sft", "trainer.learning_rate=1e-3,1e-2,1e-1"])
+    _job(tmp_path, 0, ["stage=sft", "trainer.learning_rate=0.001"], {"eval_loss": 1.0})
+    dirs.hydra_job(tmp_path / "1", ["stage=sft", "trainer.learning_rate=0.01"])
     dirs.failed(tmp_path / "1", "the loss became NaN at step 2", "AlignmentError", ["trainer.learning_rate=0.01"])
     text = report(tmp_path)
     lines = text.splitlines()
     assert "3 runs: 1 done, 1 failed, 0 incomplete, 1 missing." in lines
     assert "## Failed runs (1)" in lines
+    # Runs are named by the overrides that vary (stage=sft is in every run: said once, above the table).
+    assert "Same in every run: stage=sft." in lines
     assert "| 1 | trainer.learning_rate=0.01 | AlignmentError: the loss became NaN at step 2 |" in lines
     assert "## Missing runs (1)" in lines
     assert "| trainer.learning_rate=0.1 |" in lines
@@ -172,9 +174,10 @@ def test_main_prints_plain_text_off_a_terminal_and_a_rich_table_on_one(tmp_path,
     assert out.rstrip("\n") == (tmp_path / "report.md").read_text(encoding="utf-8").rstrip("\n")
     assert "| 1 | seed=1, seed=2 | 2 ± 1.414 [-10.71, 14.71] (n=2) |" in out.splitlines()
     monkeypatch.setattr("sys.stdout.isatty", lambda: True)
-    print_table("Sweep report", ["#", "eval_loss"], [["1", "2 ± 1.414"]], "| markdown |")
+    print_table("Sweep report", ["#", "eval_loss"], [["1", "2 ± 1.414"]], "| markdown |", "## Missing runs (1) [x]")
     out = capsys.readouterr().out
     assert "Sweep report" in out and "2 ± 1.414" in out and "| markdown |" not in out
+    assert out.splitlines()[-1] == "## Missing runs (1) [x]"  # failed and missing runs follow the table
 
 
 def test_a_dir_without_runs_is_a_clean_error(tmp_path, capsys):
