@@ -17,8 +17,10 @@ from omegaconf import DictConfig
 from alignment.data.oracle import parse, score_batch
 from alignment.generation import sample_replies
 from alignment.paths import DATA_DIR
+from alignment.progress import progress
 
 log = logging.getLogger("alignment")
+_SCORE_CHUNK = 256  # replies scored per progress update
 
 
 def _prompt_rows(cfg: DictConfig):
@@ -63,7 +65,12 @@ def oracle_scores(model, tokenizer, cfg: DictConfig, samples_path: Path | None =
     replies = generate_replies(model, tokenizer, rows["prompt"], oe, cfg.data.max_length)
     n = len(replies) // len(rows)
     oracles = [o for o in rows["oracle"] for _ in range(n)]
-    scores = score_batch(oracles, replies)
+    from alignment.launch import is_main_process
+
+    scores: list[float | None] = []
+    chunks = range(0, len(replies), _SCORE_CHUNK)
+    for start in progress(chunks, len(chunks), "oracle eval: scoring", disable=not is_main_process()):
+        scores += score_batch(oracles[start : start + _SCORE_CHUNK], replies[start : start + _SCORE_CHUNK])
     tasks = [spec["task"] if (spec := parse(o)) else None for o in oracles]  # parsed (and cached) by scoring
     if samples_path is not None:
         prompts = [p for p in rows["prompt"] for _ in range(n)]
@@ -72,7 +79,10 @@ def oracle_scores(model, tokenizer, cfg: DictConfig, samples_path: Path | None =
             for p, t, r, s in zip(prompts, tasks, replies, scores, strict=True)
         ]
         samples_path.write_text("".join(lines), encoding="utf-8")
-    return summarize(tasks, scores)
+    out = summarize(tasks, scores)
+    if out:
+        out["oracle_samples"] = sum(s is not None for s in scores)  # the n behind oracle_reward
+    return out
 
 
 def summarize(tasks: list[str | None], scores: list[float | None]) -> dict[str, float]:

@@ -160,8 +160,12 @@ def run_pipeline(cfg: DictConfig, task_overrides: list[str]) -> dict[str, Any]:
         print(f"[pipeline] {name}: running stage {step.stage}")
         try:
             results[name] = run_stage(step_cfg)
-        except BaseException:
-            record["status"] = "failed"
+        except BaseException as err:
+            from alignment.errors import RunInterrupted
+
+            # Ctrl-C: unfinished, not broken; the same command resumes it.
+            stopped = isinstance(err, RunInterrupted | KeyboardInterrupt)
+            record["status"] = "interrupted" if stopped else "failed"
             record["ended"] = _now()
             _write_manifest(manifest_path, pipe.name, steps)
             raise

@@ -13,12 +13,15 @@ import json
 import logging
 import random
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from alignment.errors import AlignmentError
+from alignment import interrupt
+from alignment.errors import AlignmentError, RunInterrupted
 
 logger = logging.getLogger(__name__)
 STATE_FILE = "ppo_state.json"
@@ -122,15 +125,28 @@ def load_checkpoint(trainer, ckpt: Path | str) -> int:
 
 
 class CheckpointCallback:
-    """A PPOTrainer callback: stop on a non-finite loss, else save every ``save_steps`` steps."""
+    """A PPOTrainer callback: stop on a non-finite loss, else save every ``save_steps`` steps and every
+    ``save_every_minutes``; after a Ctrl-C (:mod:`alignment.interrupt`) save and stop the loop."""
 
-    def __init__(self, trainer, stage_dir: Path | str, save_steps: int, total_limit: int | None = None) -> None:
+    def __init__(
+        self,
+        trainer,
+        stage_dir: Path | str,
+        save_steps: int,
+        total_limit: int | None = None,
+        save_every_minutes: float | None = None,
+        can_save: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.trainer, self.stage_dir, self.save_steps, self.total_limit = (
             trainer,
             Path(stage_dir),
             save_steps,
             total_limit,
         )
+        self.seconds = 60.0 * float(save_every_minutes or 0) if can_save else 0.0
+        self.can_save, self.clock = can_save, clock
+        self.last_save = clock()
 
     def __call__(self, stats: dict) -> None:
         import math
@@ -140,23 +156,63 @@ class CheckpointCallback:
         bad = [k for k in ("loss", "policy_loss", "value_loss") if k in stats and not math.isfinite(stats[k])]
         if bad:
             raise non_finite_error(self.trainer.step, f"the PPO {bad[0]} is {stats[bad[0]]}", self.stage_dir)
-        if self.save_steps > 0 and self.trainer.step % self.save_steps == 0:
+        by_steps = self.save_steps > 0 and self.trainer.step % self.save_steps == 0
+        by_time, stop = _any_process(
+            self.trainer,
+            self.seconds > 0 and self.clock() - self.last_save >= self.seconds,
+            interrupt.stop_requested(),
+        )
+        if by_steps or by_time or (stop and self.can_save):
             save_checkpoint(self.trainer, self.stage_dir, self.total_limit)
+            self.last_save = self.clock()
+        if stop:
+            interrupt.request_stop()
+            self.trainer.should_stop = True
+
+
+def _any_process(trainer, *flags: bool) -> tuple[bool, ...]:
+    """Each flag or'ed over the processes: a save is collective, so all must decide alike."""
+    acc = trainer.accelerator
+    if acc.num_processes == 1:
+        return flags
+    t = torch.tensor([float(f) for f in flags], device=acc.device)
+    return tuple(bool(x > 0) for x in acc.reduce(t, reduction="sum").tolist())
+
+
+def stopped(trainer, stage) -> RunInterrupted:
+    """The error for a PPO run stopped by Ctrl-C, after making sure its last step is in a checkpoint if it can be."""
+    from alignment.stages.run_state import checkpoint_steps
+
+    kept = stage.dir / f"checkpoint-{trainer.step}"
+    if trainer.step and trainer.step not in checkpoint_steps(stage.dir) and _can_save(trainer):
+        save_checkpoint(trainer, stage.dir, trainer.settings.save_total_limit)  # Ctrl-C came after the last step
+    trainer.accelerator.wait_for_everyone()
+    return interrupt.interrupted((stage.name, stage.dir), kept if kept.is_dir() else None)
+
+
+def _can_save(trainer) -> bool:
+    from accelerate.utils import DistributedType
+
+    return trainer.accelerator.distributed_type not in (DistributedType.DEEPSPEED, DistributedType.FSDP)
 
 
 def resume(trainer, stage) -> None:
     """Wire checkpointing into a stage's PPOTrainer and restore its newest checkpoint (``resume=auto``)."""
-    from accelerate.utils import DistributedType
-
     settings = trainer.settings
-    sharded = trainer.accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP)
+    sharded = not _can_save(trainer)
     if sharded and settings.save_steps > 0:
         # Their optimiser states are sharded across processes; saving rank 0's alone could not resume.
         raise AlignmentError(
             "PPO checkpoints (trainer.save_steps) are not supported under DeepSpeed or FSDP yet; set "
             "trainer.save_steps=0, or use distributed=ddp"
         )
-    trainer.callbacks.append(CheckpointCallback(trainer, stage.dir, settings.save_steps, settings.save_total_limit))
+    minutes = stage.cfg.get("save_every_minutes")
+    if sharded and minutes:
+        logger.info("ppo under DeepSpeed/FSDP: no checkpoints by time (save_every_minutes), nor on Ctrl-C")
+    callback = CheckpointCallback(
+        trainer, stage.dir, settings.save_steps, settings.save_total_limit, minutes, can_save=not sharded
+    )
+    trainer.callbacks.append(callback)
     ckpt = stage.last_checkpoint()
     if ckpt:
         from alignment.atomic import write_atomic

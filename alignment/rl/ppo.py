@@ -141,14 +141,16 @@ class PPOTrainer:
         self._order = torch.Generator().manual_seed(settings.seed)  # same on every process: shards stay disjoint
         self._queue: list[int] = []
         self.step = 0
+        self.should_stop = False  # a callback sets it (Ctrl-C: after saving a checkpoint) to end train() early
 
     def train(self) -> dict:
         """Run ``max_steps`` rollout + update iterations; return the last step's stats (all are in ``history``)."""
-        from tqdm.auto import tqdm
+        from alignment.progress import Progress
 
         stats: dict = {}
-        bar = tqdm(total=self.settings.max_steps, desc="ppo", disable=not self.accelerator.is_main_process)
-        while self.step < self.settings.max_steps:
+        main = self.accelerator.is_main_process
+        bar = Progress(self.settings.max_steps, "ppo", disable=not main, initial=self.step)
+        while self.step < self.settings.max_steps and not self.should_stop:
             start = time.perf_counter()
             batch, stats = self._rollout(self._next_rows())
             rollout_done = time.perf_counter()
@@ -170,8 +172,7 @@ class PPOTrainer:
                 callback(stats)
             if self.step % self.settings.logging_steps == 0 and self.accelerator.is_main_process:
                 logger.info("ppo step %d: %s", self.step, ", ".join(f"{k}={v:.4g}" for k, v in stats.items()))
-            bar.set_postfix(score=f"{stats['score']:.3f}", kl=f"{stats['kl']:.3f}")
-            bar.update(1)
+            bar.update(1, score=stats["score"], kl=stats["kl"])
         bar.close()
         return stats
 

@@ -10,6 +10,7 @@ training, as in SFT and in the ORPO paper's L_SFT); ``nll_loss`` in the metrics 
 
 from __future__ import annotations
 
+import logging
 import os
 
 import torch
@@ -23,6 +24,7 @@ from alignment.stages.reference_kl import record_reference_kl
 from alignment.stages.stage_run import StageRun
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+log = logging.getLogger("alignment")
 
 
 def orpo_row(row: dict) -> dict:
@@ -50,6 +52,9 @@ def run(cfg: DictConfig) -> dict:
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
     except ImportError as err:
         raise AlignmentError(f"stage=orpo needs trl.experimental.orpo, which this TRL lacks: {err}") from err
+    log.info(
+        "stage=orpo runs TRL's experimental ORPOTrainer (trl.experimental.orpo): its API may change in any TRL release"
+    )
 
     class SharedEncodingORPOTrainer(ORPOTrainer):
         def tokenize_row(self, feature, model=None):

@@ -13,7 +13,7 @@ import logging
 
 from omegaconf import DictConfig, OmegaConf
 
-from alignment import adapters
+from alignment import adapters, interrupt
 from alignment.data import turn_end_token_ids
 from alignment.errors import AlignmentError
 from alignment.models import load_causal_lm, load_sequence_classifier, load_tokenizer, resolve_model_path
@@ -45,6 +45,7 @@ class StepLog:
 
     def __init__(self, stage: StageRun, cfg: DictConfig) -> None:
         self.path = stage.dir / "log_history.jsonl"
+        self.name = stage.name
         self.path.write_text("", encoding="utf-8")
         self.writer = self.wandb_run = None
         backend = stage._report_to()  # validates the backend and sets wandb/tensorboard env as the other stages do
@@ -62,9 +63,12 @@ class StepLog:
             )
 
     def __call__(self, stats: dict) -> None:
+        from alignment.callbacks import metrics_log
+
+        step = int(stats["step"])
+        metrics_log.info("%s step %d: %s", self.name, step, json.dumps(stats))
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(stats, ensure_ascii=False) + "\n")
-        step = int(stats["step"])
         scalars = {f"ppo/{k}": float(v) for k, v in stats.items() if k != "step"}
         if self.writer is not None:
             for key, value in scalars.items():
@@ -117,10 +121,13 @@ def run(cfg: DictConfig) -> dict:
 
     stage.measure_oracle(policy, tokenizer, suffix="_before")
     checkpoints.resume(trainer, stage)  # checkpoint-<step>/ every trainer.save_steps; restore the newest one
-    try:
-        final = trainer.train()
-    finally:
-        step_log.close()
+    with interrupt.during_training():  # the first Ctrl-C saves a checkpoint after this step and stops
+        try:
+            final = trainer.train()
+        finally:
+            step_log.close()
+        if interrupt.stop_requested():
+            raise checkpoints.stopped(trainer, stage)
     history = trainer.history
     tail = history[-max(1, len(history) // 10) :]
     stage.record({k: v for k, v in final.items()})

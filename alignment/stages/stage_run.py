@@ -4,6 +4,10 @@ A stage writes ``<output_dir>/<stage>/``: ``config.yaml`` (resolved, secrets scr
 ``log_history.jsonl``, HF Trainer ``checkpoint-<step>/`` dirs while it trains, then ``model/`` and last of all
 ``metrics.json``. ``model/`` and ``metrics.json`` are written to temporary paths and renamed when complete, so a
 killed run never leaves output that looks finished.
+
+``train.log`` and ``log_history.jsonl`` grow as the run goes (a killed run keeps its curve); checkpoints come every
+``trainer.save_steps`` steps and every ``save_every_minutes``; Ctrl-C saves a checkpoint and stops with
+:class:`~alignment.errors.RunInterrupted` (see :mod:`alignment.interrupt`).
 """
 
 from __future__ import annotations
@@ -16,13 +20,16 @@ import math
 import os
 import shutil
 import tempfile
+import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from alignment import interrupt
 from alignment.atomic import replace_dir, write_atomic
-from alignment.errors import AlignmentError
+from alignment.errors import AlignmentError, RunInterrupted
 from alignment.launch import (
     barrier,
     defer_evaluation,
@@ -34,6 +41,8 @@ from alignment.launch import (
     peak_rss_mb,
     trainer_values,
 )
+from alignment.paths import DATA_DIR
+from alignment.progress import interactive, quiet_library_bars
 from alignment.secrets import SecretFilter, scrub
 from alignment.stages.run_state import (
     CHECKPOINT_NAME,
@@ -51,6 +60,24 @@ from alignment.stages.run_state import (
 from alignment.stages.task_metrics import evaluate_by_task
 
 log = logging.getLogger("alignment")
+# Stages that expect a chat fine-tuned model to start from (an SFT model), not a base model.
+CHAT_STAGES = ("dpo", "kto", "orpo", "ppo", "grpo", "rloo")
+# Held-out metrics named in the one-line summary of each evaluation.
+_SUMMARY_KEYS = ("eval_loss", "eval_accuracy", "eval_rewards/accuracies")
+_ACTIVE: list[StageRun] = []  # the stage whose train.log is open, for stage_scope to write a failure into
+
+
+@contextlib.contextmanager
+def stage_scope() -> Iterator[None]:
+    """What ``run_stage`` runs a stage in: Ctrl-C handling (:mod:`alignment.interrupt`) and, when the stage fails,
+    its error written to its ``train.log`` (the message; the traceback at debug level)."""
+    with interrupt.handled():
+        try:
+            yield
+        except BaseException as err:
+            for run in list(_ACTIVE):
+                run.close(err)
+            raise
 
 
 class StageRun:
@@ -89,7 +116,18 @@ class StageRun:
         )
         self._log_handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
         self._log_handler.addFilter(SecretFilter())
+        for stale in list(_ACTIVE):  # a StageRun that was never finished nor closed (used outside run_stage)
+            stale.close()
         logging.getLogger().addHandler(self._log_handler)
+        from alignment.callbacks import metrics_log
+
+        metrics_log.addHandler(self._log_handler)
+        metrics_log.setLevel(logging.INFO)
+        _ACTIVE.append(self)
+        interrupt.set_stage(self.name, self.dir)
+        if not interactive():
+            quiet_library_bars()
+        warn_if_base_model(cfg)
 
     @property
     def fresh(self) -> bool:
@@ -171,6 +209,8 @@ class StageRun:
         )
         if any(f.name == "max_length" for f in dataclasses.fields(config_cls)):
             values["max_length"] = int(self.cfg.data.max_length)
+        if values.get("disable_tqdm") is None and not interactive():
+            values["disable_tqdm"] = True  # no bar redraws in a log file: ProgressLog prints plain lines instead
         values.update(overrides)
         # HF pickles these arguments into every checkpoint (training_args.bin): no secret may ride along.
         values = scrub(values)
@@ -183,11 +223,20 @@ class StageRun:
         """Held-out metrics of the trainer's model (same masks as training), recorded as ``<key><suffix>``; also
         per task family for the keys ``self.per_task`` names (see stages/task_metrics.py)."""
         if trainer.eval_dataset is not None:
+            self._attach(trainer)
             groups, keys = self.per_task
             run = evaluate_by_task(trainer, groups, keys) if groups else trainer.evaluate
-            if defer_evaluation(trainer, lambda metrics: self.record(metrics, suffix), run):
+            rows = len(trainer.eval_dataset)
+
+            def keep(metrics: dict) -> None:
+                self.record(metrics, suffix)
+                self.metrics["eval_rows"] = rows
+                shown = ", ".join(f"{k} {metrics[k]:.4g}" for k in _SUMMARY_KEYS if isinstance(metrics.get(k), float))
+                log.info("[eval] %s step %d: %s (n=%d)", self.name, trainer.state.global_step, shown, rows)
+
+            if defer_evaluation(trainer, keep, run):
                 return
-            self.record(run(), suffix)
+            keep(run())
 
     def measure_oracle(self, model, tokenizer, suffix: str = "") -> None:
         """Record ``oracle_reward<suffix>`` (and ``oracle_reward/<task><suffix>``) when the data has an oracle; keep
@@ -200,6 +249,14 @@ class StageRun:
         # training starts: gather it whole on each rank for this evaluation.
         with gathered_params(model) if not hasattr(model, "ds_id") else contextlib.nullcontext():
             scores = oracle_scores(model, tokenizer, self.cfg, samples_path=samples)
+        if "oracle_reward" in scores:
+            log.info(
+                "[oracle] %s: oracle_reward%s %.4g (n=%d)",
+                self.name,
+                suffix,
+                scores["oracle_reward"],
+                scores.get("oracle_samples", 0),
+            )
         self.metrics |= {f"{key}{suffix}": value for key, value in scores.items()}
 
     def _report_to(self) -> str:
@@ -218,24 +275,51 @@ class StageRun:
         raise AlignmentError(f"tracking.backend='{backend}' must be none, wandb or tensorboard")
 
     # -- training ---------------------------------------------------------------------------------------------
+    def _attach(self, trainer) -> None:
+        """Once per trainer: live records, checkpoints by time, the Ctrl-C stop, and progress lines off a terminal."""
+        if getattr(trainer, "_alignment_callbacks", False):
+            return
+        trainer._alignment_callbacks = True
+        from transformers import PrinterCallback
+
+        from alignment.callbacks import InterruptStop, LiveLog, ProgressLog, TimedSave
+
+        trainer.add_callback(LiveLog(self.name, self.dir / "log_history.jsonl"))
+        trainer.add_callback(TimedSave(self.cfg.get("save_every_minutes")))
+        trainer.add_callback(InterruptStop())
+        if trainer.args.disable_tqdm and not interactive():
+            trainer.remove_callback(PrinterCallback)  # it prints every metrics dict; train.log has them
+            trainer.add_callback(ProgressLog())
+
     def train(self, trainer) -> None:
-        """Train, resuming from the last checkpoint when there is one, and record the train metrics."""
+        """Train, resuming from the last checkpoint when there is one, and record the train metrics.
+
+        ``log_history.jsonl`` is appended at every logging step; a resume first drops the rows after its checkpoint.
+        After a Ctrl-C the trainer saves a checkpoint and stops, and this raises :class:`RunInterrupted`.
+        """
         ckpt = self.last_checkpoint()
+        step = 0
         if ckpt:
             step = int(CHECKPOINT_NAME.match(Path(ckpt).name).group(1))
             log.info("resuming %s from %s", self.name, ckpt)
             self.metrics["resumed_from_step"] = step
-        from alignment.callbacks import NonFiniteGuard
+        from alignment.callbacks import NonFiniteGuard, any_rank, truncate_log_history
 
+        if is_main_process():
+            truncate_log_history(self.dir / "log_history.jsonl", step)
         trainer.add_callback(NonFiniteGuard(self.dir))
-        try:
-            result = trainer.train(resume_from_checkpoint=ckpt)
-        except Exception as err:
-            if is_out_of_disk(err, self.dir):
-                for step in incomplete_checkpoints(self.dir):  # free what the failed save took
-                    remove_path(self.dir / f"checkpoint-{step}")
-                raise out_of_disk(self.dir, err) from err
-            raise
+        self._attach(trainer)
+        with interrupt.during_training():
+            try:
+                result = trainer.train(resume_from_checkpoint=ckpt)
+            except Exception as err:
+                if is_out_of_disk(err, self.dir):
+                    for step in incomplete_checkpoints(self.dir):  # free what the failed save took
+                        remove_path(self.dir / f"checkpoint-{step}")
+                    raise out_of_disk(self.dir, err) from err
+                raise
+            if any_rank(interrupt.stop_requested(), trainer.args.device):
+                raise self._stopped(trainer)
         self.record({k: v for k, v in result.metrics.items() if k != "total_flos"})
         self.metrics["global_step"] = trainer.state.global_step
         tokens = getattr(trainer.state, "num_input_tokens_seen", 0) or 0
@@ -255,7 +339,15 @@ class StageRun:
             self.metrics["global_batch_size"],
             self.metrics["peak_rss_mb"],
         )
-        self._write_log_history(trainer.state.log_history)
+
+    def _stopped(self, trainer) -> RunInterrupted:
+        """The error for a run stopped by Ctrl-C, after making sure its last step is in a checkpoint."""
+        kept = self.dir / f"checkpoint-{trainer.state.global_step}"
+        if trainer.state.global_step and not (kept / "trainer_state.json").exists():
+            # Ctrl-C came after the last step's end, so the loop ended without the stop's save: save now.
+            trainer._save_checkpoint(trainer.model_wrapped, trial=None)
+        barrier()
+        return interrupt.interrupted((self.name, self.dir), kept if trainer.state.global_step else None)
 
     def record(self, metrics: dict[str, Any], suffix: str = "") -> None:
         """Keep the numeric metrics (``eval_loss`` -> ``eval_loss<suffix>``)."""
@@ -265,12 +357,6 @@ class StageRun:
             if isinstance(value, float) and not math.isfinite(value):
                 continue
             self.metrics[f"{key}{suffix}"] = value
-
-    def _write_log_history(self, history: list[dict]) -> None:
-        if not is_main_process():
-            return
-        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in history)
-        write_atomic(self.dir / "log_history.jsonl", text)
 
     # -- saving ------------------------------------------------------------------------------------------------
     def save_model(self, model, tokenizer, subdir: str = "model") -> Path:
@@ -336,10 +422,54 @@ class StageRun:
         """Write ``metrics.json`` (atomically, last): the stage is complete."""
         if is_main_process():
             write_atomic(self.dir / "metrics.json", json.dumps(self.metrics, indent=2, sort_keys=True) + "\n")
+        log.info("%s finished: %s", self.name, self.dir)
+        self.close()
+        return dict(self.metrics)
+
+    def close(self, err: BaseException | None = None) -> None:
+        """Detach this stage's ``train.log``; with ``err``, write it there first (the traceback at debug level)."""
+        if self in _ACTIVE:
+            _ACTIVE.remove(self)
+        if err is not None:
+            interrupted = isinstance(err, RunInterrupted | KeyboardInterrupt)
+            level = logging.WARNING if interrupted else logging.ERROR
+            text = str(err) or type(err).__name__
+            self._file_record(level, text if interrupted else f"{self.name} failed: {text}")
+            trace = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+            self._file_record(logging.DEBUG, trace.rstrip())
+        from alignment.callbacks import metrics_log
+
+        metrics_log.removeHandler(self._log_handler)
         logging.getLogger().removeHandler(self._log_handler)
         self._log_handler.close()
-        log.info("%s finished: %s", self.name, self.dir)
-        return dict(self.metrics)
+
+    def _file_record(self, level: int, message: str) -> None:
+        """Write straight to train.log, whatever the loggers' levels: the console shows the error once, by the CLI."""
+        record = logging.LogRecord("alignment", level, __file__, 0, message, None, None)
+        self._log_handler.handle(record)
+
+
+def warn_if_base_model(cfg: DictConfig) -> None:
+    """Warn when a stage that expects a chat fine-tuned model starts from the shipped base model.
+
+    (A tokenizer with no chat template is refused when it loads, ``alignment.models.load_tokenizer``.)
+    """
+    stage = str(cfg.stage)
+    if stage not in CHAT_STAGES:
+        return
+    path = cfg.model.get("path")
+    if not path:
+        reason = "model.path is unset: it starts from the shipped tiny base model"
+    elif Path(str(path)).expanduser().resolve() == (DATA_DIR / "tiny-base").resolve():
+        reason = "model.path is the shipped tiny base model"
+    else:
+        return
+    log.warning(
+        "stage=%s: %s, which has no chat fine-tuning; run stage=sft first and pass model.path=<run dir>/sft "
+        "(or run pipeline=rlhf)",
+        stage,
+        reason,
+    )
 
 
 def _peak_rss_all_ranks(trainer) -> float:

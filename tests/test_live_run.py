@@ -1,0 +1,97 @@
+"""A run's first hour, through the real CLI: train.log and log_history.jsonl grow while it trains, a checkpoint comes
+by time, Ctrl-C saves one and exits 130 with one line naming it, and the same command resumes from it."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, cli_env, read_metrics, run_cli
+
+STEPS = 12
+ARGS = [
+    "stage=sft",
+    "data.max_train_rows=128",
+    "data.max_eval_rows=16",
+    "oracle_eval.enabled=false",
+    f"trainer.max_steps={STEPS}",
+    "trainer.logging_steps=1",
+    f"trainer.save_steps={STEPS}",  # by steps only at the end: the first checkpoints come by time
+    "trainer.warmup_steps=2",
+    "save_every_minutes=0.03",  # 1.8 s
+]
+ENV = cli_env(OMP_NUM_THREADS="1")
+
+
+def history(stage_dir: Path) -> list[dict]:
+    path = stage_dir / "log_history.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.endswith("}")]
+
+
+def wait_for(proc: subprocess.Popen, what: str, ready, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended ({proc.returncode}) before {what}:\n{proc.stderr.read()[-3000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"no {what} within {timeout} s")
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_live_records_checkpoint_by_time_ctrl_c_and_resume(tmp_path):
+    stage_dir = tmp_path / "sft"
+    args = [*ARGS, f"output_dir={tmp_path}"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "alignment", *args],
+        cwd=REPO,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # Live: the first logged step is on disk while training goes on, and more follow.
+        wait_for(proc, "a logged step", lambda: len(history(stage_dir)) >= 1)
+        log_size = (stage_dir / "train.log").stat().st_size
+        assert "sft step 1: {" in (stage_dir / "train.log").read_text(encoding="utf-8")
+        wait_for(proc, "more logged steps", lambda: len(history(stage_dir)) >= 3)
+        assert (stage_dir / "train.log").stat().st_size > log_size
+        # A checkpoint by time, long before save_steps.
+        wait_for(proc, "a checkpoint by time", lambda: any(stage_dir.glob("checkpoint-*/trainer_state.json")))
+        assert not (stage_dir / f"checkpoint-{STEPS}").exists()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err
+    found = re.search(
+        r"sft interrupted: kept (\S+/checkpoint-(\d+)); run the same command again to resume from it", err
+    )
+    assert found, err[-3000:]
+    kept, step = Path(found.group(1)), int(found.group(2))
+    assert kept == stage_dir / f"checkpoint-{step}" and (kept / "trainer_state.json").exists()
+    assert 0 < step < STEPS
+    assert not (stage_dir / "metrics.json").exists() and not (stage_dir / "model").exists()
+    assert "sft interrupted: kept" in (stage_dir / "train.log").read_text(encoding="utf-8")
+
+    run_cli(*args, env=ENV)
+    metrics = read_metrics(stage_dir)
+    assert metrics["resumed_from_step"] == step and metrics["global_step"] == STEPS
+    rows = history(stage_dir)
+    assert [r["step"] for r in rows if "loss" in r] == list(range(1, STEPS + 1))  # no duplicates, no gaps
+    # The same content HF keeps in state.log_history: the final checkpoint's rows, then the end-of-training summary.
+    final = json.loads((stage_dir / f"checkpoint-{STEPS}" / "trainer_state.json").read_text(encoding="utf-8"))
+    assert rows[:-1] == final["log_history"] and "train_loss" in rows[-1]
