@@ -48,7 +48,7 @@ def _run(cfg: DictConfig) -> float | None:
             cfg.output_dir = hydra_cfg.runtime.output_dir
         check_config(cfg)  # before any heavy import or model load
         start_job(cfg, overrides, multirun)
-        _work(cfg, overrides)
+        _work(cfg, overrides, multirun)
         return job_objective(cfg)
     except KeyboardInterrupt as err:  # outside training (loading, evaluation): nothing new was kept
         _exit(err, debug, 130, f"interrupted; nothing new was kept in {cfg.output_dir}. Run the same command to go on")
@@ -68,7 +68,7 @@ def _run(cfg: DictConfig) -> float | None:
     return None
 
 
-def _work(cfg: DictConfig, overrides: list[str]) -> None:
+def _work(cfg: DictConfig, overrides: list[str], multirun: bool) -> None:
     from alignment.launch import maybe_launch
 
     if maybe_launch(cfg, overrides):
@@ -76,7 +76,7 @@ def _work(cfg: DictConfig, overrides: list[str]) -> None:
     if cfg.get("pipeline"):
         from alignment.pipeline import run_pipeline
 
-        run_pipeline(cfg, overrides)
+        run_pipeline(cfg, overrides, sweep_dir=Path(cfg.output_dir).parent if multirun else None)
         return
     from alignment.stages import run_stage
     from alignment.stages.run_state import finished_metrics

@@ -34,7 +34,7 @@ INPUT_KINDS = ("model", "ref_model", "reward_model", "value_model", "data")
 # Steps whose output is data, not a model: the file an `inputs: {data: <step>}` step reads as its data.path.
 DATA_OUTPUTS = {"generate": "generations.jsonl", "label": "pairs.jsonl"}
 # Settings that do not change what a step computes.
-_HASH_EXCLUDED = ("debug", "resume", "output_dir", "pipeline", "tracking")
+_HASH_EXCLUDED = ("debug", "resume", "output_dir", "pipeline", "tracking", "sweep", "vars")
 
 
 def config_hash(cfg: DictConfig, input_hashes: dict[str, str]) -> str:
@@ -105,7 +105,9 @@ def compose_step(
     return cfg
 
 
-def run_pipeline(cfg: DictConfig, task_overrides: list[str]) -> dict[str, Any]:
+def run_pipeline(cfg: DictConfig, task_overrides: list[str], sweep_dir: Path | None = None) -> dict[str, Any]:
+    """Run the steps in order. In a sweep (``sweep_dir``), a step that another job already finished with the same
+    config and inputs (e.g. the SFT step that every job of a DPO sweep starts from) is used, not run again."""
     from alignment.stages import run_stage
 
     pipe = cfg.pipeline
@@ -138,6 +140,18 @@ def run_pipeline(cfg: DictConfig, task_overrides: list[str]) -> dict[str, Any]:
             print(f"[pipeline] {name}: done earlier with the same config; skipped")
             steps.append(dict(old, status="done"))
             results[name] = json.loads((stage_dir / "metrics.json").read_text(encoding="utf-8"))
+            continue
+        shared = (
+            _finished_in_sibling(sweep_dir, run_dir, name, digest)
+            if sweep_dir and not step_cfg.resume == "fresh"
+            else None
+        )
+        if shared is not None:  # another job of this sweep ran the very same step (same config, same inputs)
+            print(f"[pipeline] {name}: the same step finished in {shared['output']}; using it")
+            outputs[name] = str(Path(shared["output"]) / DATA_OUTPUTS.get(str(step.stage), "model"))
+            steps.append(dict(shared, status="done", shared=True))
+            _write_manifest(manifest_path, pipe.name, steps)
+            results[name] = json.loads((Path(shared["output"]) / "metrics.json").read_text(encoding="utf-8"))
             continue
         if old and old.get("config_hash") != digest and not rerun_rest:  # one line, for the first changed step
             what = "finished" if finished else "started"
@@ -173,6 +187,23 @@ def run_pipeline(cfg: DictConfig, task_overrides: list[str]) -> dict[str, Any]:
         record["ended"] = _now()
         _write_manifest(manifest_path, pipe.name, steps)
     return results
+
+
+def _finished_in_sibling(sweep_dir: Path, run_dir: Path, name: str, digest: str) -> dict | None:
+    """The record of step ``name`` finished with hash ``digest`` by another job of the sweep, if any."""
+    for manifest in sorted(sweep_dir.glob("*/pipeline.json")):
+        if manifest.parent == run_dir:
+            continue
+        try:
+            records = json.loads(manifest.read_text(encoding="utf-8")).get("steps", [])
+        except (OSError, ValueError):
+            continue
+        for rec in records:
+            done = rec.get("status") == "done" and not rec.get("shared")
+            if done and rec.get("name") == name and rec.get("config_hash") == digest:
+                if (Path(rec["output"]) / "metrics.json").exists():
+                    return rec
+    return None
 
 
 def _read_manifest(path: Path, name: str) -> dict:

@@ -196,7 +196,7 @@ def _check_pipeline(pipe: DictConfig) -> list[tuple[str, dict]]:
                 later = " (it comes later: steps run in the order written)" if source in pipe.steps else ""
                 raise AlignmentError(f"{where} reads {kind} from '{source}', which is not an earlier step{later}")
         seen.append(str(name))
-        steps.append((str(step.stage), OmegaConf.to_container(step, resolve=False)))
+        steps.append((str(step.stage), OmegaConf.to_container(step, resolve=True)))
     return steps
 
 

@@ -21,6 +21,7 @@ import time
 import traceback
 from pathlib import Path
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from alignment.atomic import write_atomic
@@ -151,3 +152,24 @@ def job_objective(cfg: DictConfig) -> float | None:
         return None
     print(f"[sweep] {cfg.output_dir}: {metric} = {value:.6g}", flush=True)
     return float(value)
+
+
+class SweepRecord(Callback):
+    """Hydra callback: record a sweep's command in ``<sweep dir>/multirun.yaml`` before any job runs (Optuna's
+    sweeper does not; job dir names and the report read it), and end with a one-line summary."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(config, sweep_dir / "multirun.yaml")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        jobs = [p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir()] if sweep_dir.is_dir() else []
+        failed = [p.name for p in jobs if (p / FAILED).exists()]
+        tail = f"; failed: {', '.join(failed[:5])}{' ...' if len(failed) > 5 else ''}" if failed else ""
+        print(
+            f"[sweep] {len(jobs)} jobs in {sweep_dir}, {len(failed)} failed{tail}. "
+            f"Report: python -m alignment.report {sweep_dir}",
+            flush=True,
+        )
