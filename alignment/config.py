@@ -139,6 +139,10 @@ class SweepConfig:
     report_metrics: list[str] = field(
         default_factory=list, metadata={"help": "More metrics (or glob patterns) the report plots per parameter."}
     )
+    plots: dict[str, list[str]] = field(
+        default_factory=dict,
+        metadata={"help": "Figures of several metrics together: title -> metrics or glob patterns, one series each."},
+    )
     scatter: list[str] = field(
         default_factory=list,
         metadata={"help": "'x:y' metric pairs the report plots against each other (e.g. dpo/kl:dpo/oracle_reward)."},

@@ -216,3 +216,73 @@ def curves_figure(runs: list[Run], setting):
             ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def plot_together(groups: list[Group], params: list[str], title: str, metrics: list[str], note: str, out: Path):
+    """Save :func:`together_figure` to ``out``; False when no run recorded any of the metrics."""
+    return _save(together_figure(groups, params, title, metrics, note), out)
+
+
+def together_figure(groups: list[Group], params: list[str], title: str, metrics: list[str], note: str):
+    """Several metrics of one kind (e.g. each step's held-out accuracy) against each swept parameter in one panel,
+    a series per metric (and per setting of the other parameters), mean with error bars of one std over seeds."""
+    metrics = [m for m in metrics if any(g.summary(m) is not None for g in groups)]
+    if not metrics or not params:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(params), figsize=(6.0 * len(params), 4.2), squeeze=False)
+    for ax, param in zip(axes[0], params, strict=True):
+        others = [p for p in params if p != param]
+        numeric = _numeric([g.params.get(param, "") for g in groups])
+        categories = list(dict.fromkeys(g.params.get(param, "") for g in groups))
+        for metric in metrics:
+            series: dict[str, list[tuple]] = {}
+            for g in groups:
+                s = g.summary(metric)
+                if s is None:
+                    continue
+                x = parse_value(g.params.get(param, "")) if numeric else categories.index(g.params.get(param, ""))
+                rest = ", ".join(f"{p}={g.params.get(p, '')}" for p in others)
+                series.setdefault(rest, []).append((x, s.mean, 0.0 if math.isnan(s.std) else s.std))
+            for rest, pts in series.items():
+                xs, ys, err = zip(*sorted(pts), strict=True)
+                ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=f"{metric} {rest}".strip())
+        if not numeric:
+            ax.set_xticks(range(len(categories)), categories)
+        ax.set_xlabel(param)
+        ax.set_ylabel(f"{title} {axis_label(metrics[0])[len(metrics[0]) :].strip()}".strip())
+        ax.set_title(f"{title} vs {param}\n{note}", fontsize=10)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_scatter(groups: list[Group], params: list[str], x: str, y: str, note: str, out: Path) -> bool:
+    """Save :func:`scatter_figure` to ``out``; False when no run recorded both metrics."""
+    return _save(scatter_figure(groups, params, x, y, note), out)
+
+
+def scatter_figure(groups: list[Group], params: list[str], x: str, y: str, note: str):
+    """``y`` against ``x``, one point per setting (mean over seeds, error bars of one std both ways), labelled with
+    the setting's swept values and joined in order of ``x``: e.g. DPO's reward/KL frontier over beta."""
+    pts = []
+    for g in groups:
+        sx, sy = g.summary(x), g.summary(y)
+        if sx is not None and sy is not None:
+            label = ", ".join(f"{p}={g.params.get(p, '')}" for p in params)
+            err = [0.0 if math.isnan(s.std) else s.std for s in (sx, sy)]
+            pts.append((sx.mean, sy.mean, *err, label))
+    if not pts:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.0, 4.4))
+    pts.sort()
+    xs, ys, ex, ey, labels = zip(*pts, strict=True)
+    ax.errorbar(xs, ys, xerr=ex, yerr=ey, marker="o", capsize=3, linestyle="-", alpha=0.8)
+    for px, py, label in zip(xs, ys, labels, strict=True):
+        ax.annotate(label, (px, py), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xlabel(axis_label(x))
+    ax.set_ylabel(axis_label(y))
+    ax.set_title(f"{y} against {x}, one point per setting\n{note}", fontsize=10)
+    fig.tight_layout()
+    return fig

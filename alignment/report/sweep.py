@@ -7,7 +7,7 @@ from pathlib import Path
 
 from alignment.atomic import write_atomic
 from alignment.errors import AlignmentError
-from alignment.report.plots import plot_curves, plot_metric, slug
+from alignment.report.plots import plot_curves, plot_metric, plot_scatter, plot_together, slug
 from alignment.report.runs import Run, expected_runs, find_run_dirs, load_run, sweep_settings
 from alignment.report.stats import (
     SEED,
@@ -69,11 +69,25 @@ def sweep_report(root: Path) -> SweepReport:
     sizes = sorted({len(g.runs) for g in groups})
     seeds = f"n={sizes[0]}" if len(sizes) == 1 else f"n={sizes[0]}-{sizes[-1]}"
     images = []
-    for metric in dict.fromkeys([m for m in [objective, *extra] if m]):
+    grouped = {m for patterns in (settings.get("plots") or {}).values() for m in expand_patterns(list(patterns), runs)}
+    for metric in dict.fromkeys([m for m in [objective, *extra] if m and (m == objective or m not in grouped)]):
         goal = f", {direction}" if metric == objective else ""
         note = f"mean ± 1 std over seeds ({seeds} per point{goal})"
         if plot_metric(groups, params, metric, note, root / f"report_{slug(metric)}.png"):
             images.append((f"{metric} against each swept parameter", f"report_{slug(metric)}.png"))
+
+    for title, patterns in (settings.get("plots") or {}).items():
+        together = expand_patterns([str(p) for p in patterns], runs)
+        name = f"report_{slug(str(title))}.png"
+        if plot_together(
+            groups, params, str(title), together, f"mean ± 1 std over seeds ({seeds} per point)", root / name
+        ):
+            images.append((f"{title}: {', '.join(together)} against each swept parameter", name))
+    for pair in settings.get("scatter") or []:
+        x, _, y = str(pair).partition(":")
+        name = f"report_{slug(y)}_vs_{slug(x)}.png"
+        if y and plot_scatter(groups, params, x, y, f"mean ± 1 std over seeds ({seeds} per point)", root / name):
+            images.append((f"{y} against {x}", name))
 
     def setting(run: Run) -> str:
         """The swept values but seed, or the run's path when it has none (so unrelated runs get their own colour)."""
