@@ -59,6 +59,16 @@ class NonFiniteGuard(TrainerCallback):
             raise non_finite_error(state.global_step, f"the training loss is {loss}", self.stage_dir)
 
 
+# Held-out metrics named in the one-line summary of each evaluation.
+_SUMMARY_KEYS = ("eval_loss", "eval_accuracy", "eval_rewards/accuracies")
+
+
+def eval_summary(name: str, step: int, metrics: dict, rows: int | None) -> str:
+    """``[eval] dpo step 300: eval_loss 0.41, eval_rewards/accuracies 0.94 (n=600)``."""
+    shown = ", ".join(f"{k} {metrics[k]:.4g}" for k in _SUMMARY_KEYS if isinstance(metrics.get(k), int | float))
+    return f"[eval] {name} step {step}: {shown}" + (f" (n={rows})" if rows is not None else "")
+
+
 def any_rank(flag: bool, device=None) -> bool:
     """``flag`` or'ed over all processes, so every rank takes the same save/stop decision (a save is collective)."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
@@ -133,9 +143,15 @@ class LiveLog(TrainerCallback):
     """Each logged metrics dict as it happens: one line in ``train.log``; during training also one row appended
     (and flushed) to ``log_history.jsonl``, exactly the row HF adds to ``state.log_history``."""
 
-    def __init__(self, name: str, history_path: Path) -> None:
-        self.name, self.history_path = name, Path(history_path)
+    def __init__(self, name: str, history_path: Path, eval_rows: int | None = None) -> None:
+        self.name, self.history_path, self.eval_rows = name, Path(history_path), eval_rows
         self.training = False
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if self.training and state.is_world_process_zero:  # evaluations inside training (eval_strategy)
+            logging.getLogger("alignment").info(
+                eval_summary(self.name, state.global_step, metrics or {}, self.eval_rows)
+            )
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.training = True
@@ -162,7 +178,21 @@ class ProgressLog(TrainerCallback):
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self.lines: ProgressLines | None = None
+        self.eval_lines: ProgressLines | None = None
         self.loss: float | None = None
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        if self.eval_lines is None:  # the first batch is done: rates count from here (no event comes before it)
+            total = len(eval_dataloader) if hasattr(eval_dataloader, "__len__") else 0
+            self.eval_lines = ProgressLines(total, unit="batch", desc="eval", clock=self.clock)
+            self.eval_done = 0
+        self.eval_done += 1
+        self.eval_lines.update(self.eval_done)
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self.eval_lines = None
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero:

@@ -33,10 +33,11 @@ def duration(seconds: float) -> str:
 
 
 def quiet_library_bars() -> None:
-    """Turn off the bars of transformers (loading, saving weights), datasets (map) and the Hub off a terminal:
-    each would print a redraw per update into the log."""
+    """Turn off the bars of transformers (loading, saving weights), datasets (map), the Hub and any other tqdm
+    off a terminal: each would print a redraw per update into the log. (:class:`Progress` prints lines there.)"""
     import os
 
+    os.environ["TQDM_DISABLE"] = "1"  # tqdm >= 4.66 reads its defaults from TQDM_* variables
     os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"  # read at import by libraries not imported yet
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     import datasets

@@ -148,3 +148,13 @@ def test_live_log_skips_the_summary_row_of_a_run_stopped_by_ctrl_c(tmp_path):
         state.log_history.append({"train_runtime": 2.0, "train_loss": 1.0, "step": 3})
         log.on_log(ARGS, state, TrainerControl(), logs={})
     assert [r.get("loss") for r in rows(path)] == [1.0]
+
+
+def test_eval_summary_names_the_headline_metrics_and_n():
+    from alignment.callbacks import eval_summary
+
+    metrics = {"eval_loss": 0.41234, "eval_rewards/accuracies": 0.9375, "eval_rewards/accuracies/chat": 1.0}
+    assert eval_summary("dpo", 300, metrics, 600) == (
+        "[eval] dpo step 300: eval_loss 0.4123, eval_rewards/accuracies 0.9375 (n=600)"
+    )
+    assert eval_summary("rm", 0, {"eval_accuracy": 1}, None) == "[eval] rm step 0: eval_accuracy 1"

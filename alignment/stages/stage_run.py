@@ -62,8 +62,6 @@ from alignment.stages.task_metrics import evaluate_by_task
 log = logging.getLogger("alignment")
 # Stages that expect a chat fine-tuned model to start from (an SFT model), not a base model.
 CHAT_STAGES = ("dpo", "kto", "orpo", "ppo", "grpo", "rloo")
-# Held-out metrics named in the one-line summary of each evaluation.
-_SUMMARY_KEYS = ("eval_loss", "eval_accuracy", "eval_rewards/accuracies")
 _ACTIVE: list[StageRun] = []  # the stage whose train.log is open, for stage_scope to write a failure into
 
 
@@ -231,8 +229,9 @@ class StageRun:
             def keep(metrics: dict) -> None:
                 self.record(metrics, suffix)
                 self.metrics["eval_rows"] = rows
-                shown = ", ".join(f"{k} {metrics[k]:.4g}" for k in _SUMMARY_KEYS if isinstance(metrics.get(k), float))
-                log.info("[eval] %s step %d: %s (n=%d)", self.name, trainer.state.global_step, shown, rows)
+                from alignment.callbacks import eval_summary
+
+                log.info(eval_summary(self.name, trainer.state.global_step, metrics, rows))
 
             if defer_evaluation(trainer, keep, run):
                 return
@@ -284,7 +283,8 @@ class StageRun:
 
         from alignment.callbacks import InterruptStop, LiveLog, ProgressLog, TimedSave
 
-        trainer.add_callback(LiveLog(self.name, self.dir / "log_history.jsonl"))
+        rows = len(trainer.eval_dataset) if trainer.eval_dataset is not None else None
+        trainer.add_callback(LiveLog(self.name, self.dir / "log_history.jsonl", eval_rows=rows))
         trainer.add_callback(TimedSave(self.cfg.get("save_every_minutes")))
         trainer.add_callback(InterruptStop())
         if trainer.args.disable_tqdm and not interactive():
