@@ -359,3 +359,29 @@ def test_dpo_cli_records_transforms_kl_and_trains_with_cdpo(sft_run, tmp_path):
     # Before training the policy is its reference; after a few steps its own samples are likelier under it.
     assert metrics["kl_before"] == pytest.approx(0.0, abs=1e-6)
     assert metrics["kl"] > 0
+
+
+def test_margin_filter_from_a_reward_model_in_a_stage_dir(tmp_path):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from alignment.paths import DATA_DIR
+    from alignment.rewards import ModelReward
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(DATA_DIR / "tiny-base", num_labels=1)
+    model.config.pad_token_id = 0
+    model.save_pretrained(tmp_path / "rm" / "model")  # an rm stage dir: model/ inside
+    AutoTokenizer.from_pretrained(DATA_DIR / "tiny-base").save_pretrained(tmp_path / "rm" / "model")
+    data = pairs(8)
+    rm = ModelReward(tmp_path / "rm" / "model")
+    chosen = rm([r["prompt"] for r in data], [r["chosen"][0]["content"] for r in data])
+    rejected = rm([r["prompt"] for r in data], [r["rejected"][0]["content"] for r in data])
+    margin = [c - r for c, r in zip(chosen, rejected, strict=True)]
+    top = sorted(range(8), key=lambda i: -margin[i])[:4]
+    spec = {"name": "margin_filter", "source": "model", "path": str(tmp_path / "rm"), "top_fraction": 0.5}
+    out, [rec] = apply_transforms(data, [spec])
+    assert ids(out) == sorted(top) and rec["dropped_ids"] == sorted(set(range(8)) - set(top))
+    spec = {"name": "margin_filter", "source": "model", "path": str(tmp_path / "nowhere"), "threshold": 0}
+    with pytest.raises(AlignmentError, match=r"\(margin_filter\): path .*nowhere' does not exist"):
+        apply_transforms(data, [spec])

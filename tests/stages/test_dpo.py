@@ -85,7 +85,7 @@ def test_label_smoothing_on_a_loss_that_ignores_it_fails_before_loading(tmp_path
         check=False,
     )
     assert proc.returncode == 2
-    assert "loss_type=robust" in proc.stderr and "Traceback" not in proc.stderr
+    assert "loss_type=cdpo" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "dpo").exists()
 
 
@@ -116,7 +116,7 @@ def test_valid_loss_settings_pass(trainer):
     [
         ({"loss_type": ["sigmod"]}, "unknown DPO loss 'sigmod'"),
         ({"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0]}, "1 values for 2 losses"),
-        ({"loss_type": ["sigmoid"], "label_smoothing": 0.1}, "conservative DPO use trainer.loss_type=robust"),
+        ({"loss_type": ["sigmoid"], "label_smoothing": 0.1}, "conservative DPO use trainer.loss_type=cdpo"),
         ({"loss_type": ["robust"], "label_smoothing": 0.5}, "[0, 0.5)"),
         ({"loss_type": ["exo_pair"]}, "label_smoothing > 0"),
     ],
