@@ -20,7 +20,10 @@ register_configs()
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["trainer.learnig_rate=1e-4"], "unknown config key 'trainer.learnig_rate': did you mean 'trainer.learning_rate'"),
+        (
+            ["trainer.learnig_rate=1e-4"],
+            "unknown config key 'trainer.learnig_rate': did you mean 'trainer.learning_rate'",
+        ),
         # Hydra's own hint (+key=value) would add the misspelt key: it is refused the same way.
         (["+trainer.learnig_rate=1e-4"], "did you mean 'trainer.learning_rate'"),
         (["data.pth=x.jsonl"], "unknown config key 'data.pth': did you mean 'data.path'"),
