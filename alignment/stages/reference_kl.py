@@ -89,28 +89,32 @@ def read_samples(path: Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def _reference_of(trainer, cfg: DictConfig) -> Callable[[], object]:
-    """A loader for the trainer's reference: its ref model, the policy with its adapter disabled (PEFT), or else (a
-    reference that was never loaded: precomputed log-probs, ORPO) the start model / ``ref_model`` loaded now."""
-    cache: list = []
+def _reference_of(trainer, cfg: DictConfig) -> Callable[[], contextlib.AbstractContextManager]:
+    """A context giving the trainer's reference: its ref model, the policy with its adapter disabled (PEFT), or else
+    (a reference that was never loaded: precomputed log-probs, ORPO) the start model / ``ref_model``, loaded for the
+    measurement and freed after it, so training does not hold it."""
 
-    def load():
-        if cache:
-            return cache[0]
+    @contextlib.contextmanager
+    def reference() -> Iterator[object]:
         ref = getattr(trainer, "ref_model", None)
         model = trainer.model
-        if ref is None and hasattr(model, "disable_adapter"):
-            ref = _adapter_disabled(model)
-        elif ref is None:
+        if ref is not None:
+            yield ref
+        elif hasattr(model, "disable_adapter"):
+            yield _adapter_disabled(model)
+        else:
             from alignment.models import load_causal_lm
             from alignment.stages.inputs import reference_path
 
-            device = next(model.parameters()).device
-            ref = load_causal_lm(reference_path(cfg), cfg.model).to(device).eval()
-        cache.append(ref)
-        return ref
+            loaded = load_causal_lm(reference_path(cfg), cfg.model).to(next(model.parameters()).device).eval()
+            try:
+                yield loaded
+            finally:
+                del loaded
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
 
-    return load
+    return reference
 
 
 def _adapter_disabled(model) -> Callable[[], contextlib.AbstractContextManager]:
@@ -138,6 +142,7 @@ def record_reference_kl(stage, trainer, cfg: DictConfig) -> None:
             return
         rows = sample_rows(tokenizer, read_samples(samples), int(cfg.data.max_length))
         batch = int(cfg.oracle_eval.get("batch_size") or 16)
-        stage.metrics[f"kl{suffix}"] = sequence_kl(model, reference(), rows, batch_size=batch)
+        with reference() as ref:
+            stage.metrics[f"kl{suffix}"] = sequence_kl(model, ref, rows, batch_size=batch)
 
     stage.measure_oracle = measure_with_kl

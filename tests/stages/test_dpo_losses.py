@@ -177,3 +177,23 @@ def test_sequence_kl_with_a_peft_policy_uses_the_adapter_free_base(tokenizer):
     expected = sum(direct_reply_logp(policy, p, r) - direct_reply_logp(base, p, r) for p, r in rows) / 2
     assert sequence_kl(policy, _adapter_disabled(policy), rows) == pytest.approx(expected, abs=1e-4)
     assert expected != pytest.approx(0.0, abs=1e-4)
+
+
+def test_a_reference_that_was_never_loaded_is_loaded_for_the_measurement_only(tokenizer):
+    from omegaconf import OmegaConf
+
+    from alignment.config import ModelConfig
+    from alignment.stages.reference_kl import _reference_of
+
+    cfg = OmegaConf.create({"model": OmegaConf.structured(ModelConfig(path=str(TINY))), "ref_model": None})
+    policy = tiny_model()
+    trainer = SimpleNamespace(ref_model=None, model=policy)  # precomputed reference log-probs, or ORPO
+    rows = sample_rows(tokenizer, SAMPLES[:2])
+    with _reference_of(trainer, cfg)() as ref:
+        assert ref is not policy and isinstance(ref, torch.nn.Module)
+        assert sequence_kl(policy, ref, rows) == 0.0  # the start model itself
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    with _reference_of(trainer, cfg)() as ref:
+        assert sequence_kl(policy, ref, rows) != 0.0
