@@ -103,7 +103,7 @@ def start_job(cfg: DictConfig, overrides: list[str], multirun: bool) -> None:
     run_dir = Path(cfg.output_dir)
     if multirun:
         (run_dir / FAILED).unlink(missing_ok=True)
-        os.environ.setdefault("WANDB_RUN_GROUP", run_dir.parent.name)
+        os.environ["WANDB_RUN_GROUP"] = run_dir.parent.name  # wandb reads it: one group per sweep
     if is_launched():
         return  # the launching process said it already
     what = f"pipeline {cfg.pipeline.name}" if cfg.get("pipeline") else f"stage {cfg.stage}"

@@ -109,3 +109,23 @@ def test_job_dir_names_are_path_safe_and_bounded(tmp_path):
     assert job_dir_name("model.path=runs/a/sft,seed=1", 0, _root_=root) == "model.path=runs_a_sft,seed=1"
     long = job_dir_name("x=" + "a" * 300, 0, _root_=root)
     assert len(long) <= 120 and long != job_dir_name("x=" + "a" * 299 + "b", 0, _root_=root)
+
+
+def test_a_sweep_job_clears_its_old_failure_and_groups_tracking_by_sweep(tmp_path, monkeypatch, capsys):
+    from omegaconf import OmegaConf
+
+    from alignment.sweep import FAILED, start_job
+
+    job = tmp_path / "my-sweep" / "seed=1"
+    job.mkdir(parents=True)
+    (job / FAILED).write_text("{}", encoding="utf-8")
+    cfg = OmegaConf.create({"output_dir": str(job), "stage": "sft", "model": {"path": None}, "data": {"path": None}})
+    monkeypatch.delenv("WANDB_RUN_GROUP", raising=False)
+    monkeypatch.setattr(sys, "argv", ["alignment", "-m", "seed=1,2"])
+    start_job(cfg, ["seed=1"], multirun=True)
+    assert not (job / FAILED).exists()
+    import os
+
+    assert os.environ["WANDB_RUN_GROUP"] == "my-sweep"
+    out = capsys.readouterr().out
+    assert f"outputs in {job}" in out and "the same sweep command again resumes it" in out
