@@ -19,6 +19,8 @@ from alignment.paths import CONF_DIR
 
 # Which kind of rows each stage reads (alignment.data.load_dataset's ``kind``).
 DATA_KIND = {"sft": "sft", "rm": "preference", "dpo": "preference", "orpo": "preference", "kto": "kto"}
+# The stages that train on preference pairs, whose train split data.transforms change.
+PAIR_STAGES = ("rm", "dpo", "kto", "orpo")
 # Command-line flags that make Hydra print something instead of running: left to Hydra as they are.
 _RUN_FLAGS = ("-m", "--multirun")
 
@@ -211,6 +213,12 @@ def _check_data(data: DictConfig, stage: str, where: str) -> None:
     if data.max_length is not None and int(data.max_length) <= 0:
         raise AlignmentError(f"data.max_length must be a positive number of tokens, got {data.max_length}")
     transforms = data.get("transforms")
+    if transforms and stage not in PAIR_STAGES:
+        raise AlignmentError(
+            f"data.transforms change preference pairs, which stage={stage} does not train on "
+            f"({', '.join(PAIR_STAGES)} do); in a pipeline set them for those steps only, e.g. "
+            "+pipeline.steps.dpo.data.transforms=[...]"
+        )
     if transforms:
         from alignment.data.transforms import validate_transforms
 

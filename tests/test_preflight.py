@@ -65,6 +65,14 @@ def test_missing_data_file_and_unreadable_format_are_caught_before_loading(tmp_p
     check_config(_cfg("stage=sft", f"data.path={good}"))
 
 
+def test_transforms_on_a_stage_without_pairs_are_refused():
+    with pytest.raises(AlignmentError, match="stage=sft does not train on"):
+        check_config(_cfg("stage=sft", "data.transforms=[{name: flip, p: 0.1}]"))
+    check_config(_cfg("stage=rm", "data.transforms=[{name: flip, p: 0.1}]"))
+    with pytest.raises(AlignmentError, match=r"data.transforms\[0\]"):
+        check_config(_cfg("stage=rm", "data.transforms=[{name: flop}]"))
+
+
 def test_missing_model_paths_name_their_key(tmp_path):
     with pytest.raises(AlignmentError, match="model.path .* does not exist"):
         check_config(_cfg("stage=sft", f"model.path={tmp_path / 'gone'}"))
