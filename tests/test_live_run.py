@@ -95,3 +95,41 @@ def test_live_records_checkpoint_by_time_ctrl_c_and_resume(tmp_path):
     # The same content HF keeps in state.log_history: the final checkpoint's rows, then the end-of-training summary.
     final = json.loads((stage_dir / f"checkpoint-{STEPS}" / "trainer_state.json").read_text(encoding="utf-8"))
     assert rows[:-1] == final["log_history"] and "train_loss" in rows[-1]
+
+
+def compose(*overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    from alignment.config import register_configs
+    from alignment.paths import CONF_DIR
+
+    register_configs()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=["output_dir=/tmp/unused", *overrides])
+
+
+def test_save_every_minutes_does_not_block_a_resume():
+    from alignment.stages.run_state import stage_config_hash
+
+    hashes = {stage_config_hash(compose(f"save_every_minutes={m}"))[0] for m in (5, 0.5, 0, "null")}
+    assert len(hashes) == 1
+    assert stage_config_hash(compose("trainer.learning_rate=1e-4"))[0] not in hashes
+
+
+def test_preference_and_rl_stages_warn_when_they_start_from_the_base_model(caplog):
+    from alignment.paths import DATA_DIR
+    from alignment.stages.stage_run import warn_if_base_model
+
+    for overrides, warned in [
+        (["stage=dpo"], True),
+        (["stage=ppo", f"model.path={DATA_DIR / 'tiny-base'}"], True),
+        (["stage=grpo", "model.path=runs/x/sft"], False),
+        (["stage=sft"], False),
+        (["stage=rm"], False),
+    ]:
+        caplog.clear()
+        warn_if_base_model(compose(*overrides))
+        lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert bool(lines) == warned, overrides
+        if warned:
+            assert len(lines) == 1 and "no chat fine-tuning; run stage=sft first and pass model.path=" in lines[0]
