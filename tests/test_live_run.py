@@ -90,6 +90,7 @@ def test_live_records_checkpoint_by_time_ctrl_c_and_resume(tmp_path):
     run_cli(*args, env=ENV)
     metrics = read_metrics(stage_dir)
     assert metrics["resumed_from_step"] == step and metrics["global_step"] == STEPS
+    assert metrics["eval_rows"] == 16  # conversations, though packed into fewer sequences
     rows = history(stage_dir)
     assert [r["step"] for r in rows if "loss" in r] == list(range(1, STEPS + 1))  # no duplicates, no gaps
     # The same content HF keeps in state.log_history: the final checkpoint's rows, then the end-of-training summary.
@@ -133,3 +134,13 @@ def test_preference_and_rl_stages_warn_when_they_start_from_the_base_model(caplo
         assert bool(lines) == warned, overrides
         if warned:
             assert len(lines) == 1 and "no chat fine-tuning; run stage=sft first and pass model.path=" in lines[0]
+
+
+def test_held_out_rows_counts_the_rows_packed_into_sequences():
+    from datasets import Dataset
+
+    from alignment.stages.stage_run import held_out_rows
+
+    packed = Dataset.from_dict({"input_ids": [[1, 2, 3], [4]], "seq_lengths": [[2, 1], [1]]})
+    assert held_out_rows(packed) == 3
+    assert held_out_rows(Dataset.from_dict({"prompt_ids": [[1], [2]]})) == 2

@@ -224,7 +224,7 @@ class StageRun:
             self._attach(trainer)
             groups, keys = self.per_task
             run = evaluate_by_task(trainer, groups, keys) if groups else trainer.evaluate
-            rows = len(trainer.eval_dataset)
+            rows = held_out_rows(trainer.eval_dataset)
 
             def keep(metrics: dict) -> None:
                 self.record(metrics, suffix)
@@ -283,7 +283,7 @@ class StageRun:
 
         from alignment.callbacks import InterruptStop, LiveLog, ProgressLog, TimedSave
 
-        rows = len(trainer.eval_dataset) if trainer.eval_dataset is not None else None
+        rows = held_out_rows(trainer.eval_dataset) if trainer.eval_dataset is not None else None
         trainer.add_callback(LiveLog(self.name, self.dir / "log_history.jsonl", eval_rows=rows))
         trainer.add_callback(TimedSave(self.cfg.get("save_every_minutes")))
         trainer.add_callback(InterruptStop())
@@ -447,6 +447,14 @@ class StageRun:
         """Write straight to train.log, whatever the loggers' levels: the console shows the error once, by the CLI."""
         record = logging.LogRecord("alignment", level, __file__, 0, message, None, None)
         self._log_handler.handle(record)
+
+
+def held_out_rows(dataset) -> int:
+    """How many held-out rows an evaluation covers: a packed dataset (TRL's ``seq_lengths``) counts the rows packed
+    into its sequences, not the sequences."""
+    if "seq_lengths" in (getattr(dataset, "column_names", None) or []):
+        return sum(len(lengths) for lengths in dataset["seq_lengths"])
+    return len(dataset)
 
 
 def warn_if_base_model(cfg: DictConfig) -> None:
