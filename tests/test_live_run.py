@@ -144,3 +144,21 @@ def test_held_out_rows_counts_the_rows_packed_into_sequences():
     packed = Dataset.from_dict({"input_ids": [[1, 2, 3], [4]], "seq_lengths": [[2, 1], [1]]})
     assert held_out_rows(packed) == 3
     assert held_out_rows(Dataset.from_dict({"prompt_ids": [[1], [2]]})) == 2
+
+
+def test_a_failing_stage_writes_its_error_to_train_log_and_detaches_it(tmp_path):
+    import logging
+
+    from alignment.errors import AlignmentError
+    from alignment.stages.stage_run import StageRun, stage_scope
+
+    cfg = compose("stage=sft")
+    cfg.output_dir = str(tmp_path)
+    handlers = len(logging.getLogger().handlers)
+    with pytest.raises(AlignmentError), stage_scope():
+        StageRun(cfg)
+        raise AlignmentError("data file not found: x.jsonl")
+    text = (tmp_path / "sft" / "train.log").read_text(encoding="utf-8")
+    assert "[alignment][ERROR] sft failed: data file not found: x.jsonl" in text
+    assert "[alignment][DEBUG] Traceback (most recent call last)" in text
+    assert len(logging.getLogger().handlers) == handlers  # the stage's FileHandler is gone

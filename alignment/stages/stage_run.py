@@ -76,6 +76,8 @@ def stage_scope() -> Iterator[None]:
             for run in list(_ACTIVE):
                 run.close(err)
             raise
+        for run in list(_ACTIVE):  # a stage that returned without finish(): its train.log handler must not leak
+            run.close()
 
 
 class StageRun:
