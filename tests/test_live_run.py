@@ -162,3 +162,19 @@ def test_a_failing_stage_writes_its_error_to_train_log_and_detaches_it(tmp_path)
     assert "[alignment][ERROR] sft failed: data file not found: x.jsonl" in text
     assert "[alignment][DEBUG] Traceback (most recent call last)" in text
     assert len(logging.getLogger().handlers) == handlers  # the stage's FileHandler is gone
+
+
+def test_start_up_does_not_print_trls_experimental_notice():
+    code = (
+        "import os, warnings\n"
+        "warnings.simplefilter('always')\n"
+        "with warnings.catch_warnings(record=True) as seen:\n"
+        "    from alignment.config import trl_config_classes\n"
+        "    assert 'orpo' in trl_config_classes()\n"
+        "print([str(w.message)[:60] for w in seen if 'experimental' in str(w.message)])\n"
+        "print(os.environ.get('TRL_EXPERIMENTAL_SILENCE'))\n"
+    )
+    env = {k: v for k, v in cli_env().items() if k != "TRL_EXPERIMENTAL_SILENCE"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[-2:] == ["[]", "None"]  # no notice, and the variable is not left set
