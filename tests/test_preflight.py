@@ -137,3 +137,11 @@ def test_a_sweep_job_clears_its_old_failure_and_groups_tracking_by_sweep(tmp_pat
     assert os.environ["WANDB_RUN_GROUP"] == "my-sweep"
     out = capsys.readouterr().out
     assert f"outputs in {job}" in out and "the same sweep command again resumes it" in out
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")))
+def test_every_experiment_preset_composes_and_passes_the_checks(preset):
+    check_command_line(["-m", f"experiment={preset}"])
+    cfg = _cfg(f"experiment={preset}")
+    assert cfg.pipeline.steps and cfg.sweep.metric
+    check_config(cfg)  # the steps, their inputs, their data transforms (with ${vars.*} resolved) and paths
