@@ -199,6 +199,13 @@ class AlignConfig:
     save_every_minutes: float | None = field(
         default=5.0, metadata={"help": "Also save a checkpoint after this many minutes of training; None or 0 = off."}
     )
+    evaluate_before: bool = field(
+        default=True,
+        metadata={
+            "help": "Also measure held-out metrics and oracle reward before training (the *_before keys). Presets "
+            "turn it off where every job starts from one model whose numbers are already known."
+        },
+    )
     debug: bool = field(default=False, metadata={"help": "Show tracebacks."})
     sweep: SweepConfig = field(default_factory=SweepConfig)
     vars: dict[str, Any] = field(

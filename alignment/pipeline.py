@@ -34,7 +34,17 @@ INPUT_KINDS = ("model", "ref_model", "reward_model", "value_model", "data")
 # Steps whose output is data, not a model: the file an `inputs: {data: <step>}` step reads as its data.path.
 DATA_OUTPUTS = {"generate": "generations.jsonl", "label": "pairs.jsonl"}
 # Settings that do not change what a step computes.
-_HASH_EXCLUDED = ("debug", "resume", "output_dir", "pipeline", "tracking", "sweep", "vars", "save_every_minutes")
+_HASH_EXCLUDED = (
+    "debug",
+    "resume",
+    "output_dir",
+    "pipeline",
+    "tracking",
+    "sweep",
+    "vars",
+    "save_every_minutes",
+    "evaluate_before",
+)
 
 
 def config_hash(cfg: DictConfig, input_hashes: dict[str, str]) -> str:

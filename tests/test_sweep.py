@@ -125,6 +125,8 @@ def test_a_pipeline_sweep_runs_the_step_it_does_not_vary_once(tmp_path):
     for job, beta in ((first, 0.1), (second, 0.5)):
         config = yaml.safe_load((job / "dpo" / "config.yaml").read_text(encoding="utf-8"))
         assert config["trainer"]["beta"] == beta and config["model"]["path"] == str(first / "sft" / "model")
+        metrics = read_metrics(job / "dpo")  # evaluate_before: false in the preset's dpo step
+        assert "eval_loss" in metrics and "eval_loss_before" not in metrics
     rows = list(csv.DictReader(_report_csv(tmp_path)))
     assert {r["vars.beta"] for r in rows} == {"0.1", "0.5"} and all(r["dpo/eval_loss"] for r in rows)
 

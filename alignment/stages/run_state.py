@@ -24,7 +24,17 @@ RUN_STATE = "run_state.json"
 # Outputs of a finished stage; only trusted with metrics.json beside them.
 OUTPUT_DIRS = ("model", "adapter", "value_model", "value_model_adapter")
 # Settings that do not change what a stage computes: changing them never blocks a resume.
-_HASH_EXCLUDED = ("debug", "resume", "output_dir", "pipeline", "tracking", "save_every_minutes", "sweep", "vars")
+_HASH_EXCLUDED = (
+    "debug",
+    "resume",
+    "output_dir",
+    "pipeline",
+    "tracking",
+    "save_every_minutes",
+    "sweep",
+    "vars",
+    "evaluate_before",
+)
 _HASH_EXCLUDED_TRAINER = ("save_steps", "save_total_limit", "save_strategy", "logging_steps")
 # Launch plumbing; machine_rank also differs between the machines of one multi-node run, which must agree on the hash.
 HASH_EXCLUDED_DISTRIBUTED = ("machine_rank", "main_process_ip", "main_process_port", "dry_run", "launch_args")

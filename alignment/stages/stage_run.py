@@ -222,6 +222,8 @@ class StageRun:
     def evaluate(self, trainer, suffix: str = "") -> None:
         """Held-out metrics of the trainer's model (same masks as training), recorded as ``<key><suffix>``; also
         per task family for the keys ``self.per_task`` names (see stages/task_metrics.py)."""
+        if suffix == "_before" and not self.cfg.get("evaluate_before", True):
+            return
         if trainer.eval_dataset is not None:
             self._attach(trainer)
             groups, keys = self.per_task
@@ -242,6 +244,8 @@ class StageRun:
     def measure_oracle(self, model, tokenizer, suffix: str = "") -> None:
         """Record ``oracle_reward<suffix>`` (and ``oracle_reward/<task><suffix>``) when the data has an oracle; keep
         the scored samples beside it."""
+        if suffix == "_before" and not self.cfg.get("evaluate_before", True):
+            return
         from alignment.oracle_eval import oracle_scores
 
         # Every rank generates (ZeRO-3 needs them all for each forward); rank 0 keeps the samples.
