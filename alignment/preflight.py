@@ -172,7 +172,7 @@ def check_config(cfg: DictConfig) -> None:
     for i, source in enumerate(OmegaConf.select(cfg, "reward.sources") or []):
         if source.get("type") == "model":
             _check_model_path(source.get("path"), f"reward.sources.{i}.path")
-    from alignment.stages.stage_run import validate_trainer_values
+    from alignment.stages.trainer_args import validate_trainer_values
 
     validate_trainer_values(OmegaConf.to_container(cfg.trainer, resolve=True))
 

@@ -139,7 +139,7 @@ def test_preference_and_rl_stages_warn_when_they_start_from_the_base_model(caplo
 def test_held_out_rows_counts_the_rows_packed_into_sequences():
     from datasets import Dataset
 
-    from alignment.stages.stage_run import held_out_rows
+    from alignment.stages.live_run import held_out_rows
 
     packed = Dataset.from_dict({"input_ids": [[1, 2, 3], [4]], "seq_lengths": [[2, 1], [1]]})
     assert held_out_rows(packed) == 3
@@ -150,7 +150,8 @@ def test_a_failing_stage_writes_its_error_to_train_log_and_detaches_it(tmp_path)
     import logging
 
     from alignment.errors import AlignmentError
-    from alignment.stages.stage_run import StageRun, stage_scope
+    from alignment.stages.live_run import stage_scope
+    from alignment.stages.stage_run import StageRun
 
     cfg = compose("stage=sft")
     cfg.output_dir = str(tmp_path)

@@ -241,13 +241,10 @@ def _cfg(out: Path, *overrides: str):
 
 
 def _open(cfg):
-    import logging
-
     from alignment.stages.stage_run import StageRun
 
     run = StageRun(cfg)
-    logging.getLogger().removeHandler(run._log_handler)
-    run._log_handler.close()
+    run.close()  # detach its train.log
     return run
 
 

@@ -19,7 +19,7 @@ def run_stage(cfg: DictConfig) -> dict:
 
     validate(cfg.peft, str(cfg.stage))  # an unsupported peft method fails before any model is loaded
     module = importlib.import_module(f"alignment.stages.{cfg.stage}")
-    from alignment.stages.stage_run import stage_scope
+    from alignment.stages.live_run import stage_scope
 
     with stage_scope():  # Ctrl-C stops cleanly (RunInterrupted); a failure is written to the stage's train.log
         return module.run(cfg)

@@ -22,6 +22,7 @@ from alignment.rl.ppo import PPOTrainer, settings_from_dict
 from alignment.secrets import scrub
 from alignment.stages.online import prompt_data, reward_function
 from alignment.stages.stage_run import StageRun
+from alignment.stages.trainer_args import report_to
 
 log = logging.getLogger("alignment")
 
@@ -48,7 +49,8 @@ class StepLog:
         self.name = stage.name
         self.path.write_text("", encoding="utf-8")
         self.writer = self.wandb_run = None
-        backend = stage._report_to()  # validates the backend and sets wandb/tensorboard env as the other stages do
+        # Validates the backend and sets the wandb/tensorboard environment, as for the other stages.
+        backend = report_to(stage.cfg, stage.dir)
         run_name = cfg.tracking.get("run_name") or f"{stage.dir.parent.name}-{stage.name}"
         if backend == "tensorboard":
             from torch.utils.tensorboard import SummaryWriter

@@ -1,8 +1,9 @@
 """A stage's run as recorded on disk: the config hash that guards a resume, its checkpoints, and whether it finished.
 
 ``run_state.json`` beside a stage's outputs holds the hash of its resolved config (secrets masked) and of its input
-models' files. A resume under another hash is refused; a finished stage (``metrics.json``) under the same hash is
-skipped. Also here: telling an out-of-disk failure from other I/O errors.
+models' files (``config.yaml`` beside it, the resolved config with secrets masked). A resume under another hash is
+refused; a finished stage (``metrics.json``) under the same hash is skipped; a resumed run first drops what a killed
+run left. Also here: telling an out-of-disk failure from other I/O errors.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from alignment.atomic import write_atomic
 from alignment.errors import AlignmentError
 from alignment.secrets import scrub
 
@@ -84,6 +86,51 @@ def finished_metrics(cfg: DictConfig, name: str | None = None) -> dict | None:
         return json.loads(metrics.read_text(encoding="utf-8"))
     except json.JSONDecodeError:
         return None
+
+
+def write_run_state(stage_dir: Path, cfg: DictConfig, config_hash: str, hashed: dict) -> None:
+    """Write ``config.yaml`` (resolved, secrets masked) and ``run_state.json`` (the hash and what it covers)."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    text = OmegaConf.to_yaml(OmegaConf.create(scrub(resolved)))
+    write_atomic(stage_dir / "config.yaml", text)
+    state = {"config_hash": config_hash, "config": hashed}
+    write_atomic(stage_dir / RUN_STATE, json.dumps(state, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def check_resumable(stage_dir: Path, config_hash: str, hashed: dict) -> None:
+    """Refuse to resume checkpoints (or overwrite outputs) that were made under another config or inputs."""
+    if not checkpoint_steps(stage_dir) and not (stage_dir / "metrics.json").exists():
+        return
+    old = previous_config(stage_dir)
+    if old is None or old.get("config_hash") == config_hash:
+        return
+    changed = changed_keys(old.get("config") or {}, hashed)
+    raise AlignmentError(
+        f"{stage_dir} holds a run made under a different config or inputs (changed: {', '.join(changed[:6])}); "
+        "resuming it would mix the two. Re-run with resume=fresh to start this stage over, or pick another "
+        "output_dir"
+    )
+
+
+def clear_stage_dir(stage_dir: Path) -> None:
+    """Empty ``stage_dir`` for a run that starts over (``resume=fresh``)."""
+    for child in stage_dir.iterdir():
+        if child.is_dir():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def clear_unfinished(stage_dir: Path) -> None:
+    """Drop what a killed run may have left: temp files/dirs, half-written checkpoints, outputs of an older run.
+
+    Outputs are only trusted with a ``metrics.json`` beside them; a resumed run rewrites them all.
+    """
+    for child in stage_dir.iterdir():
+        if child.name.startswith(".") or child.name in ("metrics.json", *OUTPUT_DIRS):
+            remove_path(child)
+    for step in incomplete_checkpoints(stage_dir):
+        remove_path(stage_dir / f"checkpoint-{step}")
 
 
 def checkpoint_steps(stage_dir: Path) -> list[int]:
