@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
+from alignment.progress import progress
 from alignment.rl.rollout import left_pad, sample, truncate_at_stop
 
 
@@ -53,6 +53,7 @@ def sample_replies(
     from transformers import GenerationConfig
 
     from alignment.data import encode_prompt, turn_end_token_ids
+    from alignment.launch import is_main_process
 
     stop = turn_end_token_ids(tokenizer)
     pad = tokenizer.pad_token_id
@@ -74,7 +75,8 @@ def sample_replies(
     out = Replies([], [], [])
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        for start in tqdm(range(0, len(ids), batch_size), desc=desc, unit="batch", leave=False):
+        starts = range(0, len(ids), batch_size)
+        for start in progress(starts, len(starts), desc, disable=not is_main_process()):
             batch, mask = left_pad(ids[start : start + batch_size], pad)
             batch, mask = batch.to(device), mask.to(device)
             if greedy:

@@ -68,10 +68,9 @@ def _mean(values: list[float]) -> float:
 
 
 def run(cfg: DictConfig) -> dict:
-    from tqdm.auto import tqdm
-
     from alignment.atomic import write_atomic
     from alignment.launch import is_main_process
+    from alignment.progress import progress
     from alignment.stages.online import reward_function
     from alignment.stages.stage_run import StageRun
 
@@ -97,7 +96,8 @@ def run(cfg: DictConfig) -> dict:
     oracle = [row.get("oracle") for row in rows for _ in row["replies"]]
     flat: list[float] = []
     by_source: dict[str, list[float]] = {}
-    for start in tqdm(range(0, len(replies), settings.batch_size), desc="label", unit="batch", leave=False):
+    starts = range(0, len(replies), settings.batch_size)
+    for start in progress(starts, len(starts), "label: scoring", disable=not is_main_process()):
         end = start + settings.batch_size
         flat += reward_fn(prompts[start:end], replies[start:end], oracle[start:end])
         for name, scores in reward_fn.last_scores.items():
