@@ -26,31 +26,19 @@ from alignment.config import RewardSourceConfig
 from alignment.errors import AlignmentError
 from alignment.launch import barrier, is_main_process
 from alignment.paths import DATA_DIR
-from alignment.stages.run_state import HASH_EXCLUDED_DISTRIBUTED, finished_metrics
+from alignment.stages.run_state import HASH_EXCLUDED, HASH_EXCLUDED_DISTRIBUTED, finished_metrics
 
 log = logging.getLogger("alignment")
 
 INPUT_KINDS = ("model", "ref_model", "reward_model", "value_model", "data")
 # Steps whose output is data, not a model: the file an `inputs: {data: <step>}` step reads as its data.path.
 DATA_OUTPUTS = {"generate": "generations.jsonl", "label": "pairs.jsonl"}
-# Settings that do not change what a step computes.
-_HASH_EXCLUDED = (
-    "debug",
-    "resume",
-    "output_dir",
-    "pipeline",
-    "tracking",
-    "sweep",
-    "vars",
-    "save_every_minutes",
-    "evaluate_before",
-)
 
 
 def config_hash(cfg: DictConfig, input_hashes: dict[str, str]) -> str:
     """A short hash of a step's resolved config and the hashes of the steps it reads from."""
     data = OmegaConf.to_container(cfg, resolve=True)
-    for key in _HASH_EXCLUDED:
+    for key in HASH_EXCLUDED:
         data.pop(key, None)
     for key in HASH_EXCLUDED_DISTRIBUTED:
         (data.get("distributed") or {}).pop(key, None)

@@ -25,8 +25,8 @@ CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 RUN_STATE = "run_state.json"
 # Outputs of a finished stage; only trusted with metrics.json beside them.
 OUTPUT_DIRS = ("model", "adapter", "value_model", "value_model_adapter")
-# Settings that do not change what a stage computes: changing them never blocks a resume.
-_HASH_EXCLUDED = (
+# Settings that do not change what a stage computes: changing them never blocks a resume (pipelines use it too).
+HASH_EXCLUDED = (
     "debug",
     "resume",
     "output_dir",
@@ -47,7 +47,7 @@ _INPUT_KEYS = ("model.path", "ref_model", "value_model")
 def stage_config_hash(cfg: DictConfig) -> tuple[str, dict]:
     """A short hash of what a stage computes: its resolved config (secrets masked) and its input models' files."""
     data = scrub(OmegaConf.to_container(cfg, resolve=True))
-    for key in _HASH_EXCLUDED:
+    for key in HASH_EXCLUDED:
         data.pop(key, None)
     for key in _HASH_EXCLUDED_TRAINER:
         (data.get("trainer") or {}).pop(key, None)
