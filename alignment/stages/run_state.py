@@ -40,8 +40,9 @@ HASH_EXCLUDED = (
 _HASH_EXCLUDED_TRAINER = ("save_steps", "save_total_limit", "save_strategy", "logging_steps")
 # Launch plumbing; machine_rank also differs between the machines of one multi-node run, which must agree on the hash.
 HASH_EXCLUDED_DISTRIBUTED = ("machine_rank", "main_process_ip", "main_process_port", "dry_run", "launch_args")
-# Config keys naming models the stage reads; their files are fingerprinted into the hash.
-_INPUT_KEYS = ("model.path", "ref_model", "value_model")
+# Config keys naming models and data the stage reads; their files (names, sizes, mtimes) are fingerprinted into the
+# hash, so a stage re-run on a regenerated file (e.g. label on a new generations.jsonl) trains again.
+_INPUT_KEYS = ("model.path", "ref_model", "value_model", "data.path")
 
 
 def stage_config_hash(cfg: DictConfig) -> tuple[str, dict]:
@@ -122,22 +123,23 @@ def clear_stage_dir(stage_dir: Path) -> None:
 
 
 def clear_unfinished(stage_dir: Path) -> None:
-    """Drop what a killed run may have left: temp files/dirs, half-written checkpoints, outputs of an older run.
+    """Drop what a killed run may have left: temp files/dirs, outputs of an older run.
 
-    Outputs are only trusted with a ``metrics.json`` beside them; a resumed run rewrites them all.
+    Outputs are only trusted with a ``metrics.json`` beside them; a resumed run rewrites them all. Half-written or
+    damaged checkpoints are removed, each with a one-line warning, when the run picks the one it resumes
+    (``StageRun.last_checkpoint``, stages/checkpoints.py).
     """
     for child in stage_dir.iterdir():
         if child.name.startswith(".") or child.name in ("metrics.json", *OUTPUT_DIRS):
             remove_path(child)
-    for step in incomplete_checkpoints(stage_dir):
-        remove_path(stage_dir / f"checkpoint-{step}")
 
 
 def checkpoint_steps(stage_dir: Path) -> list[int]:
     """Steps of the complete checkpoints in ``stage_dir``, oldest first.
 
     HF Trainer writes ``trainer_state.json`` last, so a checkpoint whose state file parses is complete; our PPO loop
-    writes its ``ppo_state.json`` last in the same way.
+    writes its ``ppo_state.json`` last in the same way. (Whether its files are intact is checked when a run resumes:
+    stages/checkpoints.py.)
     """
     return sorted(step for step, ok in _checkpoints(stage_dir) if ok)
 
