@@ -203,6 +203,10 @@ def expected_runs(sweep_dir: Path, found: list[Run]) -> tuple[list[Run], str]:
         return missing, f"Optuna sweep of n_trials={n_trials}: {len(found)} run dirs found, {gap} missing"
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
+    # The sweeper's own ``params`` (e.g. an experiment preset's) sweep too; the command line wins for a key in both.
+    typed = {str(o).split("=", 1)[0].lstrip("+~") for o in task}
+    params = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items() if str(k) not in typed]
+    task = params + task
     try:
         batches = BasicSweeper.split_arguments(_parser().parse_overrides(task), None)[0]
     except Exception as err:  # noqa: BLE001 -- a sweep we cannot expand is reported, not fatal

@@ -82,3 +82,17 @@ def test_optuna_missing_runs_are_n_trials_less_the_runs_found(tmp_path):
         found.append(load_run(tmp_path / str(i), tmp_path))
     missing, note = expected_runs(tmp_path, found)
     assert len(missing) == 2 and note == "Optuna sweep of n_trials=5: 3 run dirs found, 2 missing"
+
+
+def test_a_presets_sweeper_params_count_as_swept_and_the_command_line_wins(tmp_path):
+    sweeper = {
+        "_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+        "params": {"vars.noise": "0.0,0.2,0.4", "seed": "1,2"},
+    }
+    dirs.multirun(tmp_path, ["experiment=label_noise", "seed=1"], sweeper=sweeper)  # seed=1 replaces 1,2
+    dirs.hydra_job(tmp_path / "a", ["vars.noise=0.2", "seed=1", "experiment=label_noise"])
+    dirs.stage(tmp_path / "a", "rm", {"eval_accuracy": 0.6})
+    missing, note = expected_runs(tmp_path, [load_run(tmp_path / "a", tmp_path)])
+    assert sorted(m.overrides["vars.noise"] for m in missing) == ["0.0", "0.4"]
+    assert all(m.overrides["seed"] == "1" for m in missing)
+    assert note.startswith("3 jobs expected")
