@@ -1,5 +1,6 @@
 """Trainer callbacks every stage gets: stop on a non-finite loss before it reaches the weights or a checkpoint;
-live records (``train.log``, ``log_history.jsonl``); checkpoints by time; a clean stop on Ctrl-C; progress lines."""
+live records (``train.log``, ``log_history.jsonl``); checkpoints by time, each with a manifest written last; a clean
+stop on Ctrl-C; progress lines."""
 
 from __future__ import annotations
 
@@ -103,6 +104,21 @@ class TimedSave(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         self.last = self.clock()
+
+
+class CheckpointManifest(TrainerCallback):
+    """Once a checkpoint is saved, write its manifest ``checkpoint.json`` (each file and its size), last: a resume
+    checks the checkpoint against it and skips one that was cut short or damaged (stages/checkpoints.py)."""
+
+    def on_save(self, args, state, control, **kwargs):
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            if torch.distributed.get_world_size() > 1:
+                torch.distributed.barrier()  # every process has written its RNG file
+        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if state.is_world_process_zero and ckpt.is_dir():
+            from alignment.stages.checkpoints import write_manifest
+
+            write_manifest(ckpt)
 
 
 class InterruptStop(TrainerCallback):

@@ -249,9 +249,14 @@ def _open(cfg):
 
 
 def _checkpoint(stage_dir: Path, step: int, state: str | None = '{"global_step": 1}') -> None:
+    """A checkpoint dir; with a whole state file also the manifest a finished save ends with (no weights needed)."""
+    from alignment.stages.checkpoints import write_manifest
+
     (stage_dir / f"checkpoint-{step}").mkdir(parents=True)
     if state is not None:
         (stage_dir / f"checkpoint-{step}" / "trainer_state.json").write_text(state, encoding="utf-8")
+        if state.endswith("}"):
+            write_manifest(stage_dir / f"checkpoint-{step}")
 
 
 def test_leftovers_of_a_killed_run_are_cleared_and_the_last_complete_checkpoint_used(tmp_path):

@@ -1,10 +1,11 @@
 """Checkpoints of our PPO loop: ``checkpoint-<step>/`` with weights, optimiser, scheduler, RNG and data order.
 
-Layout (``ppo_state.json`` is written last, so a checkpoint with a readable one is complete, as HF Trainer's
-``trainer_state.json``): ``trainable.safetensors`` (every trainable parameter of the policy and value model: frozen
-ones never change), ``optimizer.pt`` and ``scheduler.pt`` (loaded with ``weights_only=True``), per process
+Layout (``ppo_state.json`` is written after the other files, so a checkpoint with a readable one is complete, as HF
+Trainer's ``trainer_state.json``): ``trainable.safetensors`` (every trainable parameter of the policy and value model:
+frozen ones never change), ``optimizer.pt`` and ``scheduler.pt`` (loaded with ``weights_only=True``), per process
 ``rng-<rank>.pt`` (torch CPU and CUDA generators, the data-order generator) and ``rng-<rank>.json`` (python and
-numpy), and ``ppo_state.json`` (step, prompt queue, KL coefficient, history).
+numpy), and ``ppo_state.json`` (step, prompt queue, KL coefficient, history); last the manifest ``checkpoint.json``
+(each file and its size), against which a resume checks the checkpoint (``alignment.stages.checkpoints``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def save_checkpoint(trainer, stage_dir: Path | str, total_limit: int | None = No
     """
     from safetensors.torch import save_file
 
+    from alignment.stages.checkpoints import write_manifest
+
     acc = trainer.accelerator
     stage_dir = Path(stage_dir)
     ckpt = stage_dir / f"checkpoint-{trainer.step}"
@@ -74,6 +77,7 @@ def save_checkpoint(trainer, stage_dir: Path | str, total_limit: int | None = No
         tmp = ckpt / f".{STATE_FILE}"
         tmp.write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
         tmp.replace(ckpt / STATE_FILE)
+        write_manifest(ckpt)  # last: a resume checks the files against it (alignment/stages/checkpoints.py)
         _rotate(stage_dir, total_limit)
     acc.wait_for_everyone()
     return ckpt

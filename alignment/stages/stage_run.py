@@ -39,11 +39,11 @@ from alignment.launch import (
 from alignment.paths import DATA_DIR
 from alignment.progress import interactive, quiet_library_bars
 from alignment.stages import trainer_args
+from alignment.stages.checkpoints import newest_intact
 from alignment.stages.live_run import TrainLog, attach_live_records, held_out_rows
 from alignment.stages.run_state import (
     CHECKPOINT_NAME,
     check_resumable,
-    checkpoint_steps,
     clear_stage_dir,
     clear_unfinished,
     incomplete_checkpoints,
@@ -110,11 +110,21 @@ class StageRun:
         return self.dir / "model"
 
     def last_checkpoint(self) -> str | None:
-        """The newest complete ``checkpoint-<step>`` dir to resume from, unless ``resume=fresh``."""
+        """The newest intact ``checkpoint-<step>`` dir to resume from, unless ``resume=fresh``.
+
+        Newer ones that are half-written or damaged (stages/checkpoints.py) are removed, each with a one-line warning
+        saying why; with none intact left the stage starts from the beginning, and says so.
+        """
         if self.fresh:
             return None
-        steps = checkpoint_steps(self.dir)
-        return str(self.dir / f"checkpoint-{steps[-1]}") if steps else None
+        step, damaged = newest_intact(self.dir, model_only=bool(self.cfg.trainer.get("save_only_model", False)))
+        if is_main_process():
+            for bad, reason in damaged:
+                log.warning("%s: skipped checkpoint-%d, it cannot be resumed: %s; removed it", self.name, bad, reason)
+                remove_path(self.dir / f"checkpoint-{bad}")
+            if damaged and step is None:
+                log.warning("%s: no intact checkpoint left in %s; starting from the beginning", self.name, self.dir)
+        return str(self.dir / f"checkpoint-{step}") if step is not None else None
 
     # -- TRL arguments ------------------------------------------------------------------------------------------
     def trainer_args(self, config_cls: type, **overrides: Any):
@@ -179,11 +189,12 @@ class StageRun:
             step = int(CHECKPOINT_NAME.match(Path(ckpt).name).group(1))
             log.info("resuming %s from %s", self.name, ckpt)
             self.metrics["resumed_from_step"] = step
-        from alignment.callbacks import NonFiniteGuard, any_rank, truncate_log_history
+        from alignment.callbacks import CheckpointManifest, NonFiniteGuard, any_rank, truncate_log_history
 
         if is_main_process():
             truncate_log_history(self.dir / "log_history.jsonl", step)
         trainer.add_callback(NonFiniteGuard(self.dir))
+        trainer.add_callback(CheckpointManifest())
         attach_live_records(trainer, self.name, self.dir, self.cfg.get("save_every_minutes"))
         with interrupt.during_training():
             try:
@@ -222,6 +233,7 @@ class StageRun:
         if trainer.state.global_step and not (kept / "trainer_state.json").exists():
             # Ctrl-C came after the last step's end, so the loop ended without the stop's save: save now.
             trainer._save_checkpoint(trainer.model_wrapped, trial=None)
+            trainer.control = trainer.callback_handler.on_save(trainer.args, trainer.state, trainer.control)
         barrier()
         return interrupt.interrupted((self.name, self.dir), kept if trainer.state.global_step else None)
 
