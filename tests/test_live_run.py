@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, cli_env, read_metrics, run_cli
+from tests.conftest import REPO, cli_env, read_metrics
 
 STEPS = 12
 ARGS = [
@@ -50,17 +50,23 @@ def wait_for(proc: subprocess.Popen, what: str, ready, timeout: float = 180) -> 
 
 @pytest.mark.slow
 def test_live_records_checkpoint_by_time_ctrl_c_and_resume(tmp_path):
-    stage_dir = tmp_path / "sft"
-    args = [*ARGS, f"output_dir={tmp_path}"]
+    # As in the Quickstart: no output_dir, so the run dir comes from the command; the same command finds it again.
+    args = list(ARGS)
     proc = subprocess.Popen(
         [sys.executable, "-m", "alignment", *args],
-        cwd=REPO,
+        cwd=tmp_path,
         env=ENV,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
+        first = proc.stdout.readline()  # the first line says where the outputs go, before anything loads
+        found = re.fullmatch(r"\[alignment\] stage sft: outputs in (\S+)\n", first)
+        assert found, first
+        run_dir = Path(found.group(1))
+        assert run_dir.parent == tmp_path / "outputs"
+        stage_dir = run_dir / "sft"
         # Live: the first logged step is on disk while training goes on, and more follow.
         wait_for(proc, "a logged step", lambda: len(history(stage_dir)) >= 1)
         log_size = (stage_dir / "train.log").stat().st_size
@@ -87,7 +93,11 @@ def test_live_records_checkpoint_by_time_ctrl_c_and_resume(tmp_path):
     assert not (stage_dir / "metrics.json").exists() and not (stage_dir / "model").exists()
     assert "sft interrupted: kept" in (stage_dir / "train.log").read_text(encoding="utf-8")
 
-    run_cli(*args, env=ENV)
+    again = subprocess.run(
+        [sys.executable, "-m", "alignment", *args], cwd=tmp_path, env=ENV, capture_output=True, text=True
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.startswith(f"[alignment] stage sft: outputs in {run_dir}\n")
     metrics = read_metrics(stage_dir)
     assert metrics["resumed_from_step"] == step and metrics["global_step"] == STEPS
     assert metrics["eval_rows"] == 16  # conversations, though packed into fewer sequences
