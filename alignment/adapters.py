@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 import re
+from functools import cache
 
 from omegaconf import DictConfig
-from transformers import TrainerCallback
 
 from alignment.errors import AlignmentError
 
@@ -42,20 +42,108 @@ _CLASSIFIER_HEADS = ("score", "classifier")
 
 def validate(peft_cfg: DictConfig, stage: str) -> None:
     """Fail before any training when ``peft.method`` is unknown, unsupported by ``stage``, or needs missing hardware."""
+    validate_values(peft_cfg, stage)
+    if str(peft_cfg.method) == "qlora":
+        _check_qlora_available()
+
+
+def validate_values(peft_cfg: DictConfig, stage: str | None = None) -> None:
+    """The ``peft.*`` values the chosen method reads, checked without importing a library (the CLI's preflight):
+    method name and stage, ranks, alpha, dropout in [0, 1), target module names, virtual tokens, prompt init."""
     method = str(peft_cfg.method)
     if method not in METHODS:
         raise AlignmentError(f"peft.method='{method}' is unknown; choose one of: {', '.join(METHODS)}")
-    allowed = STAGE_METHODS.get(stage, METHODS)
+    allowed = STAGE_METHODS.get(stage, METHODS) if stage else METHODS
     if method not in allowed:
         raise AlignmentError(
             f"peft={method} does not work with stage={stage}; for stage={stage} use one of: {', '.join(allowed)}"
         )
-    if method in LORA_FAMILY and method != "ia3" and int(peft_cfg.r) <= 0:
-        raise AlignmentError(f"peft.r must be a positive integer, got {peft_cfg.r}")
-    if method in PROMPT_LEARNING and int(peft_cfg.num_virtual_tokens) <= 0:
-        raise AlignmentError(f"peft.num_virtual_tokens must be a positive integer, got {peft_cfg.num_virtual_tokens}")
-    if method == "qlora":
-        _check_qlora_available()
+    if method in LORA_FAMILY and method != "ia3":
+        _check_int(peft_cfg, "r", 1)
+        _check_int(peft_cfg, "alpha", 1)
+        dropout = peft_cfg.get("dropout")
+        if not isinstance(dropout, int | float) or isinstance(dropout, bool) or not 0 <= dropout < 1:
+            raise AlignmentError(f"peft.dropout must be a probability in [0, 1), got {dropout}")
+        if method == "adalora" and peft_cfg.get("init_r") is not None:
+            _check_int(peft_cfg, "init_r", 1)
+    if method in LORA_FAMILY:
+        _check_target_names(peft_cfg.get("target_modules"))
+    if method in PROMPT_LEARNING:
+        _check_int(peft_cfg, "num_virtual_tokens", 1)
+    if method == "p_tuning":
+        _check_int(peft_cfg, "encoder_hidden_size", 1)
+    if method == "prompt_tuning":
+        init = str(peft_cfg.get("prompt_init")).lower()
+        if init not in ("random", "text"):
+            raise AlignmentError(f"peft.prompt_init='{peft_cfg.prompt_init}' must be random or text")
+        if init == "text" and not peft_cfg.get("prompt_init_text"):
+            raise AlignmentError(
+                "peft.prompt_init=text needs peft.prompt_init_text='<words to start the prompt from>'"
+            )
+    if method == "freeze" and peft_cfg.get("freeze_trainable_layers") == 0:
+        raise AlignmentError(
+            "peft.freeze_trainable_layers=0 trains no layer; give N > 0 (the last N layers) or N < 0 (the first |N|)"
+        )
+
+
+def _check_int(peft_cfg: DictConfig, key: str, least: int) -> None:
+    value = peft_cfg.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        raise AlignmentError(f"peft.{key} must be a positive integer, got {value}")
+
+
+def _check_target_names(targets) -> None:
+    names = [targets] if isinstance(targets, str) else list(targets or [])
+    if not names or any(not isinstance(n, str) or not n.strip() for n in names):
+        raise AlignmentError(
+            f"peft.target_modules must be a list of module names, e.g. [q_proj,v_proj], or [all-linear]; got {targets}"
+        )
+    if "all-linear" in names and len(names) > 1:
+        raise AlignmentError(
+            f"peft.target_modules={names}: all-linear already means every linear layer; give it alone or list names"
+        )
+
+
+def check_target_modules(model, peft_cfg: DictConfig) -> None:
+    """Fail, naming ``peft.target_modules``, when a listed name matches no layer of the loaded model that PEFT can
+    adapt (peft itself fails later with a traceback, or skips a misspelt name beside a good one)."""
+    targets = [str(t) for t in (peft_cfg.get("target_modules") or [])]
+    if str(peft_cfg.method) not in LORA_FAMILY or not targets or targets == ["all-linear"]:
+        return
+    adaptable = {name for name, module in model.named_modules() if name and _adaptable(module)}
+    shown = ", ".join(sorted(linear_layer_names(model))[:8])
+    for target in targets:
+        if any(n == target or n.endswith(f".{target}") for n in adaptable):
+            continue
+        other = next((n for n, _ in model.named_modules() if n == target or n.endswith(f".{target}")), None)
+        if other is not None:
+            kind = type(model.get_submodule(other)).__name__
+            raise AlignmentError(
+                f"peft.target_modules: '{target}' names a {kind}, not a layer that peft={peft_cfg.method} can adapt; "
+                f"use linear layer names, e.g. {shown} (or [all-linear])"
+            )
+        raise AlignmentError(
+            f"peft.target_modules: no layer of the model is named '{target}'; its linear layers are named {shown} "
+            "(or use [all-linear])"
+        )
+
+
+def _adaptable(module) -> bool:
+    import torch
+
+    kinds: tuple[type, ...] = (torch.nn.Linear, torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+    return isinstance(module, kinds) or type(module).__name__ == "Conv1D"  # transformers' GPT-2 style linear
+
+
+def linear_layer_names(model) -> set[str]:
+    """The distinct last name parts of the model's linear layers (q_proj, up_proj, score, ...)."""
+    import torch
+
+    return {
+        name.rpartition(".")[2]
+        for name, module in model.named_modules()
+        if name and (isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D")
+    }
 
 
 def _check_qlora_available() -> None:
@@ -110,6 +198,7 @@ def prepare(model, peft_cfg: DictConfig, stage: str):
     if method == "freeze":
         freeze(model, peft_cfg)
         return None
+    check_target_modules(model, peft_cfg)  # right after the model loads, before any data work
     if method == "qlora":
         from peft import prepare_model_for_kbit_training
 
@@ -262,7 +351,7 @@ def _split(value) -> list[str]:
 # -- training-time helpers -----------------------------------------------------------------------------------------
 def callbacks(peft_cfg: DictConfig) -> list:
     """Trainer callbacks the method needs: AdaLoRA's rank reallocation; none for the others."""
-    return [AdaLoraSchedule()] if str(peft_cfg.method) == "adalora" else []
+    return [adalora_schedule_class()()] if str(peft_cfg.method) == "adalora" else []
 
 
 def _adalora_schedule(total: int) -> dict[str, int]:
@@ -274,29 +363,43 @@ def _adalora_schedule(total: int) -> dict[str, int]:
     return {"total_step": total, "tinit": tinit, "tfinal": tfinal, "deltaT": max(1, (total - tinit - tfinal) // 10)}
 
 
-class AdaLoraSchedule(TrainerCallback):
-    """Sets AdaLoRA's step schedule from the trainer's real step count and reallocates ranks after each step.
+@cache
+def adalora_schedule_class() -> type:
+    """The AdaLoRA schedule callback class (built on first use: importing transformers' Trainer takes seconds, and
+    the CLI's checks import this module)."""
+    from transformers import TrainerCallback
 
-    peft's AdaLoRA needs ``total_step`` up front and ``update_and_allocate`` after every optimiser step; the HF
-    Trainer does neither, and the step count is only known once the trainer has sized its dataloader.
-    """
+    class AdaLoraSchedule(TrainerCallback):
+        """Sets AdaLoRA's step schedule from the trainer's real step count and reallocates ranks after each step.
 
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
-        tuner = _adalora_tuner(model)
-        if tuner is None:
-            return
-        config = tuner.peft_config[tuner.trainable_adapter_name]
-        schedule = _adalora_schedule(state.max_steps)
-        for key, value in schedule.items():
-            setattr(config, key, value)
-        tuner.rankallocator.set_total_step(config.total_step)
-        log.info("adalora schedule: %s", schedule)
+        peft's AdaLoRA needs ``total_step`` up front and ``update_and_allocate`` after every optimiser step; the HF
+        Trainer does neither, and the step count is only known once the trainer has sized its dataloader.
+        """
 
-    def on_optimizer_step(self, args, state, control, model=None, **kwargs):
-        # after optimizer.step and before zero_grad, as peft requires; global_step is this step's index
-        tuner = _adalora_tuner(model)
-        if tuner is not None:
-            tuner.update_and_allocate(state.global_step)
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            tuner = _adalora_tuner(model)
+            if tuner is None:
+                return
+            config = tuner.peft_config[tuner.trainable_adapter_name]
+            schedule = _adalora_schedule(state.max_steps)
+            for key, value in schedule.items():
+                setattr(config, key, value)
+            tuner.rankallocator.set_total_step(config.total_step)
+            log.info("adalora schedule: %s", schedule)
+
+        def on_optimizer_step(self, args, state, control, model=None, **kwargs):
+            # after optimizer.step and before zero_grad, as peft requires; global_step is this step's index
+            tuner = _adalora_tuner(model)
+            if tuner is not None:
+                tuner.update_and_allocate(state.global_step)
+
+    return AdaLoraSchedule
+
+
+def __getattr__(name: str):
+    if name == "AdaLoraSchedule":
+        return adalora_schedule_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _adalora_tuner(model):

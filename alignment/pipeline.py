@@ -111,6 +111,11 @@ def run_pipeline(cfg: DictConfig, task_overrides: list[str], sweep_dir: Path | N
     pipe = cfg.pipeline
     if not pipe.get("steps"):
         raise AlignmentError(f"pipeline '{pipe.get('name')}' has no steps")
+    from alignment.preflight import check_pipeline_steps
+
+    # Every step composed (compose_step) and its TRL settings built before the first one runs: a bad value in the
+    # last step fails now, not after the earlier steps have trained.
+    check_pipeline_steps(cfg, task_overrides, trainer_configs=True)
     run_dir = Path(cfg.output_dir)
     manifest_path = run_dir / "pipeline.json"
     manifest = _read_manifest(manifest_path, pipe.name)

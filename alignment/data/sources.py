@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from datasets import Dataset
 from omegaconf import DictConfig
@@ -45,12 +46,27 @@ def load_train_eval(data_cfg: DictConfig, kind: str, seed: int = 0) -> tuple[Dat
                 100 * data_cfg.eval_fraction,
             )
     if held_out is None and data_cfg.eval_fraction > 0 and len(train) > 1:
+        if math.ceil(len(train) * data_cfg.eval_fraction) >= len(train):
+            raise AlignmentError(
+                f"{path}: data.eval_fraction={data_cfg.eval_fraction} of its {len(train)} '{data_cfg.train_split}' "
+                "rows holds out every one, leaving none to train on; lower data.eval_fraction or give an eval split"
+            )
         parts = train.train_test_split(test_size=data_cfg.eval_fraction, seed=seed)
         train, held_out = parts["train"], parts["test"]
-    train = _cap(train, data_cfg.max_train_rows)
-    held_out = _cap(held_out, data_cfg.max_eval_rows) if held_out is not None else None
+    train = _cap(train, data_cfg.max_train_rows, "max_train_rows", f"{path} ('{data_cfg.train_split}' split)")
+    if held_out is not None:
+        held_out = _cap(held_out, data_cfg.max_eval_rows, "max_eval_rows", f"{path} (held-out rows)")
     return train, held_out
 
 
-def _cap(ds: Dataset, n: int | None) -> Dataset:
+def data_source(data_cfg: DictConfig, kind: str, rows: str) -> str:
+    """Where a stage's rows come from, for messages: ``<data path> (<rows>)``, e.g. ``data/sft (train rows)``."""
+    return f"{data_path(data_cfg, kind)} ({rows} rows)"
+
+
+def _cap(ds: Dataset, n: int | None, key: str, source: str) -> Dataset:
+    if n is not None and n < 1:
+        raise AlignmentError(f"{source}: data.{key}={n} leaves no rows; give a positive number, or null for all")
+    if len(ds) == 0:
+        raise AlignmentError(f"{source}: no rows are left to use")
     return ds.select(range(min(n, len(ds)))) if n is not None else ds

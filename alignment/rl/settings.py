@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 
 from alignment.errors import AlignmentError
@@ -62,14 +63,20 @@ class PPOSettings:
     save_total_limit: int | None = _help("Keep only the newest this many checkpoints; None = all.", 2)
 
     def validate(self) -> None:
-        """Raise AlignmentError naming the offending setting when the combination cannot run."""
+        """Raise AlignmentError naming the offending ``trainer.*`` setting when the combination cannot run."""
 
         def bad(key: str, why: str) -> AlignmentError:
-            return AlignmentError(f"ppo setting `{key}`={getattr(self, key)!r}: {why}")
+            return AlignmentError(f"trainer.{key}={getattr(self, key)!r} (stage=ppo): {why}")
 
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise bad(f.name, "must be a finite number")
         for key in ("rollout_batch_size", "mini_batch_size", "gradient_accumulation_steps", "ppo_epochs"):
             if getattr(self, key) < 1:
                 raise bad(key, "must be at least 1")
+        if self.forward_batch_size is not None and self.forward_batch_size < 1:
+            raise bad("forward_batch_size", "must be at least 1 (or null: the whole rollout)")
         if self.rollout_batch_size % self.mini_batch_size:
             raise bad("mini_batch_size", f"must divide rollout_batch_size={self.rollout_batch_size}")
         if self.mini_batch_size % self.gradient_accumulation_steps:
@@ -84,6 +91,21 @@ class PPOSettings:
             raise bad("temperature", "PPO samples from the policy: use a temperature > 0")
         if not 0 < self.top_p <= 1:
             raise bad("top_p", "must be in (0, 1]")
+        for key in ("learning_rate", "cliprange", "cliprange_value"):
+            if getattr(self, key) <= 0:
+                raise bad(key, "must be positive")
+        if self.value_learning_rate is not None and self.value_learning_rate <= 0:
+            raise bad("value_learning_rate", "must be positive (or null: learning_rate)")
+        for key in ("weight_decay", "kl_coef", "vf_coef", "max_grad_norm"):
+            if getattr(self, key) < 0:
+                raise bad(key, "must be 0 or more")
+        for key in ("gamma", "lam"):
+            if not 0 <= getattr(self, key) <= 1:
+                raise bad(key, "must lie in [0, 1]")
+        if self.logging_steps < 1:
+            raise bad("logging_steps", "must be at least 1")
+        if self.save_total_limit is not None and self.save_total_limit < 1:
+            raise bad("save_total_limit", "must be at least 1 (or null: keep every checkpoint)")
         from alignment.rl import ops  # torch: imported when a PPO run is checked, not at CLI start-up
 
         if self.kl_estimator not in ops.KL_ESTIMATORS:

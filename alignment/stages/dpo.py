@@ -69,7 +69,9 @@ def trl_loss_types() -> list[str]:
 def check_loss_settings(trainer: dict[str, Any]) -> list[str]:
     """Validate ``trainer.loss_type``/``loss_weights``/``label_smoothing`` before any model is loaded."""
     losses = trainer.get("loss_type") or ["sigmoid"]
-    losses = [losses] if isinstance(losses, str) else [str(x) for x in losses]
+    if not isinstance(losses, str | list | tuple) or not all(isinstance(x, str) for x in losses):
+        raise AlignmentError(f"trainer.loss_type={losses!r} must be a DPO loss name or a list of them, e.g. [sigmoid]")
+    losses = [losses] if isinstance(losses, str) else list(losses)
     known = trl_loss_types()
     known = [*known, *OWN_LOSSES] if known else []
     unknown = [x for x in losses if known and x not in known]
@@ -79,6 +81,11 @@ def check_loss_settings(trainer: dict[str, Any]) -> list[str]:
             "(a list combines losses, e.g. trainer.loss_type=[sigmoid,sft] trainer.loss_weights=[1.0,0.5])"
         )
     weights = trainer.get("loss_weights")
+    if weights is not None and (
+        not isinstance(weights, list)
+        or not all(isinstance(w, int | float) and not isinstance(w, bool) for w in weights)
+    ):
+        raise AlignmentError(f"trainer.loss_weights={weights!r} must be a list of numbers, one per loss")
     if weights is not None and len(weights) != len(losses):
         raise AlignmentError(
             f"trainer.loss_weights has {len(weights)} values for {len(losses)} losses in trainer.loss_type "

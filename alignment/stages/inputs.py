@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from alignment import adapters
 from alignment.data import load_train_eval, tokenize_preference
+from alignment.data.sources import data_source
 from alignment.data.transforms import transform_train_rows
 from alignment.models import load_causal_lm, load_tokenizer, resolve_model_path
 from alignment.stages.stage_run import StageRun
@@ -55,12 +56,16 @@ def preference_data(cfg: DictConfig, tokenizer, stage: StageRun) -> tuple[Datase
     # ``data.transforms`` change the train pairs only: held-out pairs keep their clean labels.
     train_rows, transform_metrics = transform_train_rows(cfg, train_rows, eval_rows, stage.dir)
     stage.record(transform_metrics)
-    train, stats = tokenize_preference(train_rows, tokenizer, max_length=cfg.data.max_length)
+    length = cfg.data.max_length
+    train, stats = tokenize_preference(
+        train_rows, tokenizer, max_length=length, source=data_source(cfg.data, "preference", "train")
+    )
     stage.record({f"data_{k}": v for k, v in stats.items()})
     train = train.map(_pair_length)
     held_out = None
     if eval_rows is not None:
-        held_out = tokenize_preference(eval_rows, tokenizer, max_length=cfg.data.max_length)[0].map(_pair_length)
+        source = data_source(cfg.data, "preference", "held-out")
+        held_out = tokenize_preference(eval_rows, tokenizer, max_length=length, source=source)[0].map(_pair_length)
     return train, held_out
 
 

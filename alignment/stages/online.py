@@ -6,6 +6,7 @@ from datasets import Dataset
 from omegaconf import DictConfig, OmegaConf
 
 from alignment.data import encode_prompt, load_train_eval, tokenize_prompts
+from alignment.data.sources import data_source
 from alignment.rewards import RewardFunction, build_reward_fn
 from alignment.stages.stage_run import StageRun
 
@@ -13,11 +14,15 @@ from alignment.stages.stage_run import StageRun
 def prompt_data(cfg: DictConfig, tokenizer, stage: StageRun) -> tuple[Dataset, Dataset | None]:
     """Encoded prompts (``prompt_ids``, plus ``prompt`` and ``oracle`` when present), train and held-out."""
     train_rows, eval_rows = load_train_eval(cfg.data, kind="prompt", seed=cfg.seed)
-    train, stats = tokenize_prompts(train_rows, tokenizer, max_length=cfg.data.max_length)
-    stage.record({f"data_{k}": v for k, v in stats.items()})
-    held_out = (
-        tokenize_prompts(eval_rows, tokenizer, max_length=cfg.data.max_length)[0] if eval_rows is not None else None
+    length = cfg.data.max_length
+    train, stats = tokenize_prompts(
+        train_rows, tokenizer, max_length=length, source=data_source(cfg.data, "prompt", "train")
     )
+    stage.record({f"data_{k}": v for k, v in stats.items()})
+    held_out = None
+    if eval_rows is not None:
+        source = data_source(cfg.data, "prompt", "held-out")
+        held_out = tokenize_prompts(eval_rows, tokenizer, max_length=length, source=source)[0]
     return train, held_out
 
 

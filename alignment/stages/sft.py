@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from alignment import adapters
 from alignment.data import load_train_eval, tokenize_sft
+from alignment.data.sources import data_source
 from alignment.models import load_causal_lm, load_tokenizer, resolve_model_path
 from alignment.stages.stage_run import StageRun
 
@@ -32,8 +33,10 @@ def run(cfg: DictConfig) -> dict:
 
     train_rows, eval_rows = load_train_eval(cfg.data, kind="sft", seed=cfg.seed)
     encode = {"max_length": cfg.data.max_length, "train_on": cfg.data.train_on}
-    train_ds, stats = tokenize_sft(train_rows, tokenizer, **encode)
-    eval_ds = tokenize_sft(eval_rows, tokenizer, **encode)[0] if eval_rows is not None else None
+    train_ds, stats = tokenize_sft(train_rows, tokenizer, **encode, source=data_source(cfg.data, "sft", "train"))
+    eval_ds = None
+    if eval_rows is not None:
+        eval_ds = tokenize_sft(eval_rows, tokenizer, **encode, source=data_source(cfg.data, "sft", "held-out"))[0]
     stage.record({f"data_{k}": v for k, v in stats.items()})
 
     trainer = SFTTrainer(
