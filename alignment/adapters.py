@@ -38,6 +38,8 @@ STAGE_METHODS: dict[str, tuple[str, ...]] = {
     "ppo": (*FULL, "lora", "dora", "rslora"),
 }
 _CLASSIFIER_HEADS = ("score", "classifier")
+# Stages whose TRL trainer refuses an adapter on lm_head (it reads lm_head.weight itself).
+LM_HEAD_FROZEN_STAGES = ("kto", "grpo", "rloo")
 
 
 def validate(peft_cfg: DictConfig, stage: str) -> None:
@@ -68,6 +70,12 @@ def validate_values(peft_cfg: DictConfig, stage: str | None = None) -> None:
             _check_int(peft_cfg, "init_r", 1)
     if method in LORA_FAMILY:
         _check_target_names(peft_cfg.get("target_modules"))
+        targets = [str(t) for t in peft_cfg.get("target_modules") or []]
+        if stage in LM_HEAD_FROZEN_STAGES and any(t == "lm_head" or t.endswith(".lm_head") for t in targets):
+            raise AlignmentError(
+                f"peft.target_modules: lm_head cannot take an adapter in stage={stage}: TRL computes its "
+                "log-probabilities from lm_head.weight directly, so the adapter would never train; leave lm_head out"
+            )
     if method in PROMPT_LEARNING:
         _check_int(peft_cfg, "num_virtual_tokens", 1)
     if method == "p_tuning":

@@ -154,6 +154,13 @@ def test_any_value_of_any_documented_key_is_a_clean_error_or_passes(argv, tmp_pa
         (["stage=ppo", "trainer.mini_batch_size=7"], "mini_batch_size"),
         (["stage=ppo", "trainer.kl_coef=-0.1"], "trainer.kl_coef must be 0 or more"),
         (["stage=generate", "trainer.temperature=0"], "trainer.temperature must be positive"),
+        # Rules TRL's trainers enforce only in __init__, after the model has loaded.
+        (["stage=kto", "trainer.per_device_train_batch_size=1"], "stage=kto estimates its KL term"),
+        (["stage=kto", "peft=lora", "peft.target_modules=[q_proj,lm_head]"], "lm_head cannot take an adapter"),
+        (["stage=grpo", "trainer.reward_weights=[1.0,2.0]"], "trainer.reward_weights=[1.0, 2.0]"),
+        (["stage=sft", "trainer.loss_type=chunked_nll"], "SFTTrainer takes nll or dft"),
+        (["stage=grpo", "trainer.sync_ref_model=true", "trainer.beta=0"], "trainer.sync_ref_model=true with"),
+        (["stage=dpo", "peft=lora", "trainer.sync_ref_model=true"], "no separate model to sync"),
     ],
 )
 def test_values_a_library_would_reject_later_are_named_up_front(argv, expected, tmp_path):

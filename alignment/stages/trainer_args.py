@@ -126,6 +126,8 @@ def validate_trainer_values(
             raise AlignmentError(f"trainer.{key}={value} must lie in {_UNIT_INTERVAL[key]}")
     _check_beta(values, stage)
     _check_steps(values, stage)
+    if stage == "kto":
+        _check_kto(values)
     _check_lengths(values, stage, max_length)
     if stage in ONLINE_TRL_STAGES:
         _check_generations(values, stage, world_size)
@@ -169,6 +171,25 @@ def _check_steps(values: dict[str, Any], stage: str | None) -> None:
     save_steps = _number(values, "save_steps")  # the HF Trainer's (PPO's own save_steps=0 means never)
     if save_steps is not None and save_steps <= 0 and str(values.get("save_strategy")) == "steps":
         raise AlignmentError(f"trainer.save_steps must be positive with save_strategy=steps, got {save_steps}")
+
+
+def _check_kto(values: dict[str, Any]) -> None:
+    """KTOTrainer's own rules (checked only once the model has loaded): its KL term pairs each row with another row
+    of the same batch, in a fixed order."""
+    if values.get("loss_type") == "apo_zero_unpaired":  # the one KTO loss without the KL term
+        return
+    batch = _number(values, "per_device_train_batch_size")
+    if batch is not None and batch < 2:
+        raise AlignmentError(
+            f"trainer.per_device_train_batch_size={batch}: stage=kto estimates its KL term from the other rows of a "
+            "batch, so it needs at least 2 per device (or trainer.loss_type=apo_zero_unpaired)"
+        )
+    strategy = values.get("train_sampling_strategy")
+    if strategy is not None and strategy != "sequential":
+        raise AlignmentError(
+            f"trainer.train_sampling_strategy={strategy!r}: stage=kto pairs each row with its neighbour in a "
+            "fixed-order batch for its KL term, so it needs sequential (or trainer.loss_type=apo_zero_unpaired)"
+        )
 
 
 def _check_lengths(values: dict[str, Any], stage: str | None, max_length: int | None) -> None:
@@ -251,6 +272,7 @@ def check_trainer_config(cfg: DictConfig, stage_dir: Path | None = None) -> None
 
         check_loss_settings(values)
     _check_choices(config_cls, values)
+    _check_trainer_rules(values, stage, str(OmegaConf.select(cfg, "peft.method", default="none")))
     name = str(cfg.get("step") or stage)
     stage_dir = stage_dir or Path(str(cfg.output_dir)) / name
     with _environment_kept():  # report_to sets the tracker's variables: the real run sets them again
@@ -258,6 +280,40 @@ def check_trainer_config(cfg: DictConfig, stage_dir: Path | None = None) -> None
     from alignment.launch import forget_previous_stage
 
     forget_previous_stage()  # a ZeRO-3 config registered by this trial build must not shard the next model load
+
+
+def _check_trainer_rules(values: dict[str, Any], stage: str, peft_method: str) -> None:
+    """Rules TRL's trainers enforce only in ``__init__``, after the model has loaded (TRL 1.16)."""
+    if stage == "sft":
+        if values.get("loss_type") not in (None, "nll", "dft"):
+            raise AlignmentError(f"trainer.loss_type={values['loss_type']!r}: SFTTrainer takes nll or dft")
+        if values.get("padding_free") and not values.get("packing"):
+            raise AlignmentError(
+                "trainer.padding_free=true needs trainer.packing=true here: without packing TRL cannot enforce "
+                "data.max_length"
+            )
+    if values.get("sync_ref_model"):
+        if stage in ("grpo", "rloo") and not values.get("beta"):
+            raise AlignmentError(
+                f"trainer.sync_ref_model=true with trainer.beta=0: stage={stage} then keeps no reference model to "
+                "sync; set trainer.beta > 0 or trainer.sync_ref_model=false"
+            )
+        if stage in ("dpo", "kto") and peft_method not in ("none", "full", "freeze"):
+            raise AlignmentError(
+                f"trainer.sync_ref_model=true with peft={peft_method}: the reference is the policy without its "
+                "adapter, so there is no separate model to sync; set trainer.sync_ref_model=false"
+            )
+        if stage in ("dpo", "kto") and values.get("precompute_ref_log_probs"):
+            raise AlignmentError(
+                "trainer.sync_ref_model=true and trainer.precompute_ref_log_probs=true exclude each other: a synced "
+                "reference changes, precomputed log-probs assume it does not; turn one off"
+            )
+    weights = values.get("reward_weights")
+    if stage in ("grpo", "rloo") and weights is not None and (not isinstance(weights, list) or len(weights) != 1):
+        raise AlignmentError(
+            f"trainer.reward_weights={weights!r}: stage={stage} gets one reward function (reward.sources, already "
+            "weighted there), so give one weight or leave it unset"
+        )
 
 
 def _max_length(cfg: DictConfig) -> int | None:
