@@ -120,7 +120,14 @@ def check_target_modules(model, peft_cfg: DictConfig) -> None:
         return
     adaptable = {name for name, module in model.named_modules() if name and _adaptable(module)}
     shown = ", ".join(sorted(linear_layer_names(model))[:8])
+    # A reward or value model's head trains in full (peft's modules_to_save) and is never an adapter's target.
+    heads = _CLASSIFIER_HEADS if task_type_of(model) == "SEQ_CLS" else ()
     for target in targets:
+        if target.rpartition(".")[2] in heads:
+            raise AlignmentError(
+                f"peft.target_modules: '{target}' is the classifier head of this reward/value model, which trains in "
+                f"full beside the adapter (it cannot be an adapter target); name other layers, e.g. {shown}"
+            )
         if any(n == target or n.endswith(f".{target}") for n in adaptable):
             continue
         other = next((n for n, _ in model.named_modules() if n == target or n.endswith(f".{target}")), None)

@@ -104,6 +104,18 @@ def test_target_modules_that_match_no_layer_name_the_key_and_real_names(tiny):
     check_target_modules(model, _peft(method="freeze", target_modules=["nothing"]))  # freeze has no targets
 
 
+def test_the_head_of_a_reward_model_is_not_an_adapter_target(alignment_cache):
+    from alignment.adapters import check_target_modules
+    from alignment.models import load_sequence_classifier, load_tokenizer, resolve_model_path
+
+    model_cfg = OmegaConf.create({"name": "tiny", "path": None, "dtype": "float32", "trust_remote_code": False})
+    path = resolve_model_path(model_cfg)
+    model = load_sequence_classifier(path, model_cfg, load_tokenizer(path, model_cfg))
+    check_target_modules(model, _peft(target_modules=["q_proj"]))
+    with pytest.raises(AlignmentError, match="'score' is the classifier head"):
+        check_target_modules(model, _peft(target_modules=["q_proj", "score"]))
+
+
 def test_tokenization_that_drops_every_row_names_the_source_and_why(tiny):
     from datasets import Dataset
 
