@@ -163,6 +163,21 @@ def check_config(cfg: DictConfig, overrides: list[str] | None = None) -> None:
     A pipeline is checked whole: each step's config, composed as the step will run it (``overrides``: the command
     line's; by default Hydra's record of it), passes the same checks before the first step starts.
     """
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        _check_config(cfg, overrides)
+    except OmegaConfBaseException as err:  # an interpolation with nothing to resolve to, a value still ``???``
+        key = getattr(err, "full_key", None)
+        missing = re.search(r"Interpolation key '([^']+)' not found", str(err))
+        hint = f"+{missing.group(1)}=..." if missing else f"{key}=..."
+        raise AlignmentError(
+            f"{key + ': ' if key else ''}{_first_line(err)}; set it on the command line ({hint}) or use the "
+            "experiment= preset that sets it"
+        ) from err
+
+
+def _check_config(cfg: DictConfig, overrides: list[str] | None) -> None:
     if cfg.get("pipeline"):
         steps = _check_pipeline(cfg.pipeline)
     else:

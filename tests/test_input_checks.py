@@ -204,3 +204,19 @@ def test_data_paths_of_a_step_are_checked_unless_an_earlier_step_writes_them(tmp
         cfg.pipeline.steps.sft.data = {"path": str(tmp_path / "gone.jsonl")}
     with pytest.raises(AlignmentError, match="data file not found: .*gone.jsonl"):
         check_config(cfg, ["pipeline=iterative_dpo"])
+
+
+def test_an_interpolation_with_nothing_to_resolve_names_the_key_to_set():
+    from hydra import compose, initialize_config_dir
+
+    from alignment.config import register_configs
+    from alignment.paths import CONF_DIR
+    from alignment.preflight import check_config
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["pipeline=beta_frontier"])  # its preset sets vars.beta
+    with pytest.raises(
+        AlignmentError, match=r"pipeline.steps.dpo.trainer.beta: .*'vars.beta'.*\(\+vars.beta=\.\.\.\)"
+    ):
+        check_config(cfg, ["pipeline=beta_frontier"])
