@@ -70,7 +70,9 @@ def compose_step(
     try:
         cfg = OmegaConf.merge(cfg, settings)
     except Exception as err:  # omegaconf raises several types for unknown keys / wrong types
-        raise AlignmentError(f"pipeline step '{name}': {err}".splitlines()[0]) from err
+        key = getattr(err, "full_key", None)
+        where = f"pipeline step '{name}': " + (f"{key}: " if key else "")
+        raise AlignmentError(f"{where}{err}".splitlines()[0]) from err
     inputs = dict(step.get("inputs") or {})
     with open_dict(cfg):
         cfg.output_dir = run_dir
