@@ -31,6 +31,11 @@ def test_bad_input_stops_before_training_with_one_line(tmp_path):
         "peft_target": ["stage=sft", "peft=lora", "peft.target_modules=[q_proj,q_projj]", *SHORT],
         "sft_too_short": ["stage=sft", "data.max_length=8", *SHORT],
         "pairs_too_short": ["stage=rm", "data.max_length=4", *SHORT],
+        "transform_empty": [
+            "stage=rm",
+            "data.transforms=[{name: margin_filter, source: oracle, threshold: 99}]",
+            *SHORT,
+        ],
         "pipeline_beta": ["pipeline=dpo", "+pipeline.steps.dpo.trainer.beta=-1", *SHORT],
         "pipeline_data": ["pipeline=dpo", f"+pipeline.steps.dpo.data.path={tmp_path / 'gone.jsonl'}", *SHORT],
         # Only TRL's own config check (built at the pipeline's start) knows the scheduler names.
@@ -52,6 +57,10 @@ def test_bad_input_stops_before_training_with_one_line(tmp_path):
     line = _one_clean_line(results["pairs_too_short"])
     assert str(DATA_DIR / "preference") in line and "every pair is longer than data.max_length=4" in line
     assert not (tmp_path / "pairs_too_short" / "rm" / "metrics.json").exists()
+
+    line = _one_clean_line(results["transform_empty"])
+    assert str(DATA_DIR / "preference") in line and "(margin_filter) left no training rows" in line
+    assert not (tmp_path / "transform_empty" / "rm" / "metrics.json").exists()
 
     line = _one_clean_line(results["pipeline_beta"])
     assert "step 'dpo'" in line and "trainer.beta must be positive" in line

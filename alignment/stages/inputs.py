@@ -11,6 +11,7 @@ from alignment import adapters
 from alignment.data import load_train_eval, tokenize_preference
 from alignment.data.sources import data_source
 from alignment.data.transforms import transform_train_rows
+from alignment.errors import AlignmentError
 from alignment.models import load_causal_lm, load_tokenizer, resolve_model_path
 from alignment.stages.stage_run import StageRun
 
@@ -54,7 +55,10 @@ def preference_data(cfg: DictConfig, tokenizer, stage: StageRun) -> tuple[Datase
     """
     train_rows, eval_rows = load_train_eval(cfg.data, kind="preference", seed=cfg.seed)
     # ``data.transforms`` change the train pairs only: held-out pairs keep their clean labels.
-    train_rows, transform_metrics = transform_train_rows(cfg, train_rows, eval_rows, stage.dir)
+    try:
+        train_rows, transform_metrics = transform_train_rows(cfg, train_rows, eval_rows, stage.dir)
+    except AlignmentError as err:  # e.g. a transform that leaves no rows: say whose rows
+        raise AlignmentError(f"{data_source(cfg.data, 'preference', 'train')}: {err}") from err
     stage.record(transform_metrics)
     length = cfg.data.max_length
     train, stats = tokenize_preference(
