@@ -13,7 +13,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from alignment.data import loading
 from alignment.data.loading import MissingSplitError, load_dataset, load_dataset_with_report
 from alignment.errors import AlignmentError
 
@@ -97,7 +96,9 @@ def test_hub_missing_split_lists_the_hub_splits(monkeypatch: pytest.MonkeyPatch)
     def fake_load(name: str, split: str) -> None:  # what datasets raises for a split the Hub dataset lacks
         raise ValueError(f"Unknown split \"{split}\". Should be one of ['train_prefs', 'test_prefs'].")
 
-    monkeypatch.setattr(loading.datasets, "load_dataset", fake_load)
+    import datasets  # loading imports it where it reads the Hub, so the module's attribute is what it calls
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
     with pytest.raises(MissingSplitError, match="has no split 'test'") as err:
         load_dataset("HuggingFaceH4/ultrafeedback_binarized", split="test")
     assert err.value.available == ["train_prefs", "test_prefs"]
