@@ -23,10 +23,11 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, open_dict  # noqa: E402
 
+from alignment.command_line import check_command_line  # noqa: E402
 from alignment.config import register_configs  # noqa: E402
 from alignment.errors import AlignmentError  # noqa: E402
 from alignment.paths import CONF_DIR  # noqa: E402
-from alignment.preflight import check_command_line, check_config  # noqa: E402
+from alignment.preflight import check_config  # noqa: E402
 from alignment.run_lock import run_lock  # noqa: E402
 from alignment.secrets import install_log_filter, scrub_files  # noqa: E402
 from alignment.sweep import job_objective, record_failure, start_job  # noqa: E402

@@ -9,7 +9,6 @@ trainer callbacks a method needs (AdaLoRA's rank budget schedule).
 from __future__ import annotations
 
 import logging
-import re
 from functools import cache
 
 from omegaconf import DictConfig
@@ -37,7 +36,7 @@ STAGE_METHODS: dict[str, tuple[str, ...]] = {
     "rloo": (*FULL, "lora", "dora", "rslora"),
     "ppo": (*FULL, "lora", "dora", "rslora"),
 }
-_CLASSIFIER_HEADS = ("score", "classifier")
+CLASSIFIER_HEADS = ("score", "classifier")
 # Stages whose TRL trainer refuses an adapter on lm_head (it reads lm_head.weight itself).
 LM_HEAD_FROZEN_STAGES = ("kto", "grpo", "rloo")
 
@@ -121,7 +120,7 @@ def check_target_modules(model, peft_cfg: DictConfig) -> None:
     adaptable = {name for name, module in model.named_modules() if name and _adaptable(module)}
     shown = ", ".join(sorted(linear_layer_names(model))[:8])
     # A reward or value model's head trains in full (peft's modules_to_save) and is never an adapter's target.
-    heads = _CLASSIFIER_HEADS if task_type_of(model) == "SEQ_CLS" else ()
+    heads = CLASSIFIER_HEADS if task_type_of(model) == "SEQ_CLS" else ()
     for target in targets:
         if target.rpartition(".")[2] in heads:
             raise AlignmentError(
@@ -211,6 +210,8 @@ def prepare(model, peft_cfg: DictConfig, stage: str):
             f"not trained further; start stage={stage} from its base (model.path={base}) or from a merged model"
         )
     if method == "freeze":
+        from alignment.freezing import freeze
+
         freeze(model, peft_cfg)
         return None
     check_target_modules(model, peft_cfg)  # right after the model loads, before any data work
@@ -300,67 +301,6 @@ def _prompt_learning_config(method: str, peft_cfg: DictConfig, task_type: str, m
         tokenizer_name_or_path=str(source),
         task_type=task_type,
     )
-
-
-# -- freeze --------------------------------------------------------------------------------------------------------
-_LAYER_INDEX = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)\.")
-
-
-def freeze(model, peft_cfg: DictConfig) -> list[str]:
-    """Train only some decoder layers (LLaMA-Factory semantics) and return the names of the trainable parameters.
-
-    ``freeze_trainable_layers``: N > 0 trains the last N layers, N < 0 the first |N|. ``freeze_trainable_modules``:
-    ``all`` or comma-separated module names inside those layers (``mlp,self_attn``). ``freeze_extra_modules``:
-    comma-separated modules outside the layers that train too (``embed_tokens,norm``). A classifier head always trains.
-    """
-    n_layers = _num_layers(model)
-    n = int(peft_cfg.freeze_trainable_layers)
-    if n == 0 or abs(n) > n_layers:
-        raise AlignmentError(
-            f"peft.freeze_trainable_layers={n} must be between -{n_layers} and {n_layers} and not 0 "
-            f"(the model has {n_layers} layers; positive = last N, negative = first N)"
-        )
-    layers = set(range(n_layers - n, n_layers)) if n > 0 else set(range(-n))
-    modules = _split(peft_cfg.freeze_trainable_modules) or ["all"]
-    extra = _split(peft_cfg.get("freeze_extra_modules"))
-    names = [name for name, _ in model.named_parameters()]
-    for wanted in [m for m in modules if m != "all"] + extra:
-        if not any(f".{wanted}." in f".{name}" for name in names):
-            raise AlignmentError(
-                f"peft freeze: no parameter of the model matches module '{wanted}' "
-                f"(freeze_trainable_modules / freeze_extra_modules); examples of names: {', '.join(names[:4])}"
-            )
-    trainable = []
-    for name, param in model.named_parameters():
-        match = _LAYER_INDEX.search(name)
-        if match:
-            keep = int(match.group(1)) in layers and ("all" in modules or any(f".{m}." in name for m in modules))
-        else:
-            keep = any(f".{m}." in f".{name}" for m in (*extra, *_CLASSIFIER_HEADS))
-        param.requires_grad_(keep)
-        if keep:
-            trainable.append(name)
-    log.info("freeze: %d of %d parameter tensors train (layers %s)", len(trainable), len(names), sorted(layers))
-    return trainable
-
-
-def _num_layers(model) -> int:
-    config = getattr(model, "config", None)
-    n = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
-    if not n:
-        indices = {int(m.group(1)) for name, _ in model.named_parameters() if (m := _LAYER_INDEX.search(name))}
-        n = max(indices) + 1 if indices else 0
-    if not n:
-        raise AlignmentError("peft=freeze cannot find the model's decoder layers; use peft=lora instead")
-    return int(n)
-
-
-def _split(value) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    return [str(v).strip() for v in value if str(v).strip()]
 
 
 # -- training-time helpers -----------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf, open_dict
 
+from alignment.command_line import check_command_line
 from alignment.config import (
     DataConfig,
     DistributedConfig,
@@ -30,9 +31,9 @@ from alignment.config import (
 )
 from alignment.errors import AlignmentError
 from alignment.paths import CONF_DIR
-from alignment.preflight import check_command_line, check_config
+from alignment.preflight import check_config
 from alignment.stages import STAGES
-from alignment.stages.trainer_args import check_trainer_config
+from alignment.stages.trainer_checks import check_trainer_config
 
 register_configs()
 

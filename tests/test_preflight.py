@@ -8,10 +8,11 @@ import sys
 import pytest
 from hydra import compose, initialize_config_dir
 
+from alignment.command_line import check_command_line
 from alignment.config import register_configs
 from alignment.errors import AlignmentError
 from alignment.paths import CONF_DIR
-from alignment.preflight import check_command_line, check_config
+from alignment.preflight import check_config
 from alignment.sweep import default_output_dir, job_dir_name
 
 register_configs()

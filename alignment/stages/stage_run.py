@@ -9,7 +9,7 @@ killed run never leaves output that looks finished.
 ``trainer.save_steps`` steps and every ``save_every_minutes``; Ctrl-C saves a checkpoint and stops with
 :class:`~alignment.errors.RunInterrupted` (see :mod:`alignment.interrupt`).
 
-Beside it: TRL arguments and tracking (stages/trainer_args.py), train.log and the trainer's live records
+Beside it: TRL arguments and tracking (stages/trainer_args.py; their checks in stages/trainer_checks.py), train.log and the trainer's live records
 (stages/live_run.py), what the stage dir holds and whether it may resume (stages/run_state.py), the saved model
 (stages/saved_model.py).
 """
@@ -38,7 +38,7 @@ from alignment.launch import (
 )
 from alignment.paths import DATA_DIR
 from alignment.progress import interactive, quiet_library_bars
-from alignment.stages import trainer_args
+from alignment.stages import trainer_args, trainer_checks
 from alignment.stages.checkpoints import newest_intact
 from alignment.stages.live_run import TrainLog, attach_live_records, held_out_rows
 from alignment.stages.run_state import (
@@ -77,7 +77,7 @@ class StageRun:
         if str(cfg.resume) not in ("auto", "fresh", "true", "false", "True", "False"):
             raise AlignmentError(f"resume='{cfg.resume}' must be auto (or true) or fresh (or false)")
         # Fail on a bad value before loading models or data, and before touching earlier output.
-        trainer_args.validate_trainer_values(OmegaConf.to_container(cfg.trainer, resolve=True))
+        trainer_checks.validate_trainer_values(OmegaConf.to_container(cfg.trainer, resolve=True))
         self.config_hash, self._hashed = stage_config_hash(cfg)
         # Seed before the stage loads models: new heads (reward/value ``score``) and adapters (LoRA A) are initialised
         # at load or wrap time, before any Trainer seeds; unseeded, two runs of one config would differ.
