@@ -29,15 +29,13 @@ REQUIRED = object()
 
 
 def _flip(rows: list[dict], params: dict, rng: np.random.Generator, ctx: Context) -> Result:
-    draws = rng.random(len(rows))
-    out, changed = [], []
-    for row, u in zip(rows, draws, strict=True):
-        if u < params["p"]:
-            out.append(swap_sides(row))
-            changed.append(row[ROW_ID])
-        else:
-            out.append(row)
-    return Result(out, changed=changed)
+    return _swap_where(rows, [u < params["p"] for u in rng.random(len(rows))])
+
+
+def _swap_where(rows: list[dict], swap: list[bool]) -> Result:
+    """Swap chosen and rejected in the rows marked, recording them as changed."""
+    out = [swap_sides(row) if s else row for row, s in zip(rows, swap, strict=True)]
+    return Result(out, changed=[row[ROW_ID] for row, s in zip(rows, swap, strict=True) if s])
 
 
 def _subsample(rows: list[dict], params: dict, rng: np.random.Generator, ctx: Context) -> Result:
@@ -126,14 +124,8 @@ def _margin_filter(rows: list[dict], params: dict, rng: np.random.Generator, ctx
 
 def _length_bias(rows: list[dict], params: dict, rng: np.random.Generator, ctx: Context) -> Result:
     draws = rng.random(len(rows))
-    out, changed = [], []
-    for row, u in zip(rows, draws, strict=True):
-        if u < params["q"] and len(reply_text(row["rejected"])) > len(reply_text(row["chosen"])):
-            out.append(swap_sides(row))
-            changed.append(row[ROW_ID])
-        else:
-            out.append(row)
-    return Result(out, changed=changed)
+    longer = [len(reply_text(row["rejected"])) > len(reply_text(row["chosen"])) for row in rows]
+    return _swap_where(rows, [u < params["q"] and lg for u, lg in zip(draws, longer, strict=True)])
 
 
 def _dedupe(rows: list[dict], params: dict, rng: np.random.Generator, ctx: Context) -> Result:
