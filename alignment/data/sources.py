@@ -6,7 +6,7 @@ import logging
 import math
 
 from datasets import Dataset
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from alignment.data.loading import MissingSplitError, load_dataset
 from alignment.errors import AlignmentError
@@ -32,7 +32,7 @@ def load_train_eval(data_cfg: DictConfig, kind: str, seed: int = 0) -> tuple[Dat
     if data_cfg.on_error not in ("raise", "skip"):
         raise AlignmentError(f"data.on_error='{data_cfg.on_error}' must be raise or skip")
     path = data_path(data_cfg, kind)
-    kwargs = {"kind": kind, "format": data_cfg.format, "on_error": data_cfg.on_error}
+    kwargs = {"kind": kind, "format": data_cfg.format, "on_error": data_cfg.on_error, **format_options(data_cfg)}
     train = load_dataset(path, split=data_cfg.train_split, **kwargs)
     held_out = None
     if data_cfg.eval_split:
@@ -57,6 +57,18 @@ def load_train_eval(data_cfg: DictConfig, kind: str, seed: int = 0) -> tuple[Dat
     if held_out is not None:
         held_out = _cap(held_out, data_cfg.max_eval_rows, "max_eval_rows", f"{path} (held-out rows)")
     return train, held_out
+
+
+def format_options(data_cfg: DictConfig) -> dict:
+    """The ``data.*`` keys that shape how rows are read: column mapping, converter, label and tie choices, margin."""
+    columns = data_cfg.get("columns")
+    return {
+        "columns": OmegaConf.to_container(columns) if isinstance(columns, DictConfig) else columns,
+        "converter": data_cfg.get("converter"),
+        "pku_label": data_cfg.get("pku_label", "better"),
+        "ties": data_cfg.get("ties", "drop"),
+        "margin": data_cfg.get("margin", True),
+    }
 
 
 def data_source(data_cfg: DictConfig, kind: str, rows: str) -> str:

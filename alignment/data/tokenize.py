@@ -6,12 +6,15 @@ returned stats, never trained on.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from datasets import Dataset
 
 from alignment.data.chat import _check_train_on, _encode_prompt, encode_chat_with_info, encode_preference_with_info
 from alignment.errors import AlignmentError
+
+logger = logging.getLogger("alignment.data")
 
 _DROPPED = {
     "dropped_no_trainable_tokens": "rows with nothing to train",
@@ -75,7 +78,9 @@ def tokenize_sft(
     _check_train_on(train_on)
 
     def encode(row: dict):
-        enc, info = encode_chat_with_info(tokenizer, row["messages"], max_length, train_on)
+        # A row's tool schemas reach the template only when it has some, so rows without tools render as before.
+        tools = {"tools": row["tools"]} if row.get("tools") else {}
+        enc, info = encode_chat_with_info(tokenizer, row["messages"], max_length, train_on, **tools)
         return enc, info.truncated, info.trainable
 
     def why(stats: dict[str, int]) -> str:
@@ -107,7 +112,8 @@ def tokenize_preference(
 ) -> tuple[Dataset, dict[str, int]]:
     """Encode ``prompt``/``chosen``/``rejected`` into ``prompt_ids``/``chosen_ids``/``rejected_ids``.
 
-    ``oracle`` and ``margin`` (a reward-model margin per pair) columns are kept when present.
+    ``oracle`` and ``margin`` (a reward-model margin per pair) columns are kept when present, the margin only when
+    every pair has one.
 
     Stats: ``rows``, ``kept``, ``truncated`` and ``dropped_too_long``: pairs whose prompt was truncated away. When no
     pair is left, the error names ``source`` (the file) and why.
@@ -128,9 +134,23 @@ def tokenize_preference(
         )
 
     needs = ["prompt", "chosen", "rejected"]
-    return _map_and_drop(
-        dataset, "preference", needs, ("oracle", "margin"), encode, num_proc, "dropped_too_long", source, why
-    )
+    keep = ("oracle", "margin") if _margins_complete(dataset, source) else ("oracle",)
+    return _map_and_drop(dataset, "preference", needs, keep, encode, num_proc, "dropped_too_long", source, why)
+
+
+def _margins_complete(dataset: Dataset, source: str | None) -> bool:
+    """Whether every pair has a numeric ``margin``: the reward loss takes one per pair or none at all."""
+    if "margin" not in dataset.column_names:
+        return False
+    missing = sum(value is None for value in dataset["margin"])
+    if missing:
+        logger.warning(
+            "%s: %d of %d pairs have no margin (no scores to derive it from), so the margin column is not used",
+            source or "the preference dataset",
+            missing,
+            len(dataset),
+        )
+    return not missing
 
 
 def tokenize_prompts(

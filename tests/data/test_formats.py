@@ -48,6 +48,11 @@ def s(text: str) -> dict:
         ("hh_rlhf.jsonl", "hh_rlhf"),
         ("kto.jsonl", "kto"),
         ("prompts.jsonl", "prompt_only"),
+        ("openai_tools.jsonl", "messages"),
+        ("human_assistant.jsonl", "human_assistant"),
+        ("pku_saferlhf.jsonl", "pku_saferlhf"),
+        ("chatbot_arena.jsonl", "chatbot_arena"),
+        ("shp.jsonl", "shp"),
     ],
 )
 def test_detects_each_sample_format(name: str, expected: str) -> None:
@@ -73,11 +78,106 @@ def test_messages_under_conversations_column_and_gemma_model_role() -> None:
 
 def test_sharegpt_maps_roles_and_prepends_system() -> None:
     first, second = _convert("sharegpt.json", "sft")
-    assert [m["role"] for m in first["messages"]] == ["system", "user", "tool", "tool", "assistant"]
+    assert [m["role"] for m in first["messages"]] == ["system", "user", "assistant", "tool", "assistant"]
     assert first["messages"][0] == s("你是一个乐于助人的助手。")
     assert first["messages"][-1] == a("根据我的计算，你今天34岁了。")
-    assert first["tools"].startswith('[{"name": "calculate_age"')
     assert second["messages"] == [u("Name a prime number larger than 10."), a("11 is a prime number larger than 10.")]
+
+
+def test_sharegpt_function_call_is_the_assistants_call_and_observation_the_result() -> None:
+    first, _ = _convert("sharegpt.json", "sft")
+    call = {"type": "function", "function": {"name": "calculate_age", "arguments": '{"birthdate": "1990-05-15"}'}}
+    assert first["messages"][2] == {"role": "assistant", "content": "", "tool_calls": [call]}
+    assert first["messages"][3] == {"role": "tool", "content": '{"age": 34}'}
+    # LLaMA-Factory's bare schemas are wrapped in OpenAI's {"type": "function", "function": ...} form.
+    assert json.loads(first["tools"]) == [
+        {"type": "function", "function": {"name": "calculate_age", "description": "Compute age from a birthdate"}}
+    ]
+
+
+def test_openai_tool_calls_keep_calls_ids_and_tools() -> None:
+    first, second, plain = _convert("openai_tools.jsonl", "sft")
+    call = {
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": "北京"}'},
+        "id": "call_1",
+    }
+    assert first["messages"][2:] == [
+        {"role": "assistant", "content": "", "tool_calls": [call]},  # content null -> ""
+        {"role": "tool", "content": '{"temp_c": 21, "sky": "晴"}', "name": "get_weather", "tool_call_id": "call_1"},
+        a("北京现在晴，气温21°C。"),
+    ]
+    assert json.loads(first["tools"])[0]["function"]["name"] == "get_weather"
+    # Content missing, arguments given as a dict: the dict becomes its JSON text (non-ASCII kept as is).
+    calls = second["messages"][1]["tool_calls"]
+    assert second["messages"][1]["content"] == ""
+    assert [(c["id"], c["function"]["arguments"]) for c in calls] == [
+        ("call_2", '{"city": "Paris"}'),
+        ("call_3", '{"city": "Oslo"}'),
+    ]
+    assert plain == {"messages": [u("Say hi."), a("Hi!")], "id": "t3"}
+
+
+def test_old_openai_function_call_and_function_role() -> None:
+    row = {
+        "messages": [
+            u("time?"),
+            {"role": "assistant", "content": None, "function_call": {"name": "now", "arguments": "{}"}},
+            {"role": "function", "name": "now", "content": "12:00"},
+            a("It is noon."),
+        ]
+    }
+    out = convert_row(row, "messages", "sft")[0]["messages"]
+    assert out[1]["tool_calls"] == [{"type": "function", "function": {"name": "now", "arguments": "{}"}}]
+    assert out[2] == {"role": "tool", "content": "12:00", "name": "now"}
+
+
+def test_tool_calls_survive_as_prompts() -> None:
+    rows = _convert("openai_tools.jsonl", "prompt")
+    assert rows[0]["prompt"] == [s("You can call tools."), u("北京现在天气怎么样？")]
+    assert "tools" in rows[0]
+
+
+def test_human_assistant_pairs_with_system_on_row_or_pair() -> None:
+    rows = _rows("human_assistant.jsonl")
+    assert detect_format(rows, "firefly") == "human_assistant"
+    first, second, third = (convert_row(r, "human_assistant", "sft")[0] for r in rows)
+    assert first == {
+        "messages": [
+            u("给我三个学习英语的建议。"),
+            a("1. 每天听英语播客。\n2. 背常用词。\n3. 找人练口语。"),
+            u("第二条能具体点吗？"),
+            a("每天背20个高频词，并在句子里用一遍。"),
+        ],
+        "conversation_id": 7,
+        "category": "Brainstorming",
+        "dataset": "moss",
+    }
+    assert second["messages"] == [s("You are a concise tutor."), u("What is 6 * 7?"), a("42.")]
+    assert third["messages"][:2] == [s("你是一个诗人。"), u("写一句关于月亮的诗。")]
+    assert [m["role"] for m in third["messages"]] == ["system", "user", "assistant", "user", "assistant"]
+
+
+def test_human_assistant_pairs_with_differing_system_prompts_are_refused() -> None:
+    row = {"conversation": [{"system": "A", "human": "q", "assistant": "r"}, {"system": "B", "human": "q2"}]}
+    with pytest.raises(RowError, match="different 'system'") as err:
+        convert_row(row, "human_assistant", "sft")
+    assert err.value.reason == "bad_system"
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        ({"type": "function", "function": {"arguments": "{}"}}, "no function name"),
+        ({"type": "function", "function": {"name": "f", "arguments": "{not json"}}, "not valid JSON"),
+        ({"type": "function", "function": {"name": "f", "arguments": "[1, 2]"}}, "must be a JSON object"),
+    ],
+)
+def test_bad_tool_calls_are_row_errors(call: dict, match: str) -> None:
+    row = {"messages": [u("q"), {"role": "assistant", "content": None, "tool_calls": [call]}, a("r")]}
+    with pytest.raises(RowError, match=match) as err:
+        convert_row(row, "messages", "sft")
+    assert err.value.reason == "bad_tool_call"
 
 
 def test_sharegpt_preference_llamafactory_layout() -> None:

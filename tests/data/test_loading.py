@@ -38,7 +38,7 @@ def test_json_array_and_json_lines_in_a_json_file(tmp_path: Path) -> None:
     as_lines = _write_jsonl(tmp_path / "lines.json", [GOOD, GOOD])
     assert len(load_dataset(as_lines)) == 2
     ds = load_dataset(SAMPLES / "sharegpt.json")
-    assert ds[0]["messages"][-1] == {"role": "assistant", "content": "根据我的计算，你今天34岁了。"}
+    assert ds[0]["messages"][-1]["content"] == "根据我的计算，你今天34岁了。"
 
 
 def test_parquet_file(tmp_path: Path) -> None:
@@ -114,9 +114,11 @@ def test_empty_file_and_unsupported_suffix(tmp_path: Path) -> None:
     (tmp_path / "empty.jsonl").write_text("\n\n", encoding="utf-8")
     with pytest.raises(AlignmentError, match="empty"):
         load_dataset(tmp_path / "empty.jsonl")
-    (tmp_path / "data.csv").write_text("a,b\n", encoding="utf-8")
-    with pytest.raises(AlignmentError, match="unsupported file type '.csv'"):
-        load_dataset(tmp_path / "data.csv")
+    (tmp_path / "data.tsv").write_text("a\tb\n", encoding="utf-8")
+    with pytest.raises(
+        AlignmentError, match=r"unsupported file type '.tsv'; use one of .jsonl, .json, .parquet, .csv"
+    ):
+        load_dataset(tmp_path / "data.tsv")
 
 
 BAD_LINES = [
@@ -248,3 +250,112 @@ def test_prompt_kind_from_embedded_style_directory(tmp_path: Path) -> None:
     _write_jsonl(tmp_path / "train.jsonl", [row])
     ds = load_dataset(tmp_path, kind="prompt")
     assert ds[0] == row
+
+
+def test_csv_file_loads_typed_with_margin() -> None:
+    ds, report = load_dataset_with_report(SAMPLES / "preference.csv", kind="preference")
+    assert report["format"] == "preference_strings" and len(ds) == 2
+    assert ds[0]["prompt"] == [{"role": "user", "content": "Name a fruit, please."}]  # the quoted comma stays
+    assert ds[1]["chosen"] == [{"role": "assistant", "content": "长城是中国古代修建的防御工程，绵延上万里。"}]
+    assert ds["margin"] == [6.5, 5.0]
+    assert ds["source"] == ["synthetic", None]  # an empty cell is missing, not ''
+
+
+def test_saved_dataset_and_dataset_dict_dirs_load_with_their_splits(tmp_path: Path) -> None:
+    import datasets
+
+    rows = [GOOD, {"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]}]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "one"))
+    assert load_dataset(tmp_path / "one")[1]["messages"][1]["content"] == "4"
+    with pytest.raises(MissingSplitError, match="holds only the 'train' split"):
+        load_dataset(tmp_path / "one", split="test")
+
+    pairs = [json.loads(line) for line in (SAMPLES / "pku_saferlhf.jsonl").read_text(encoding="utf-8").splitlines()]
+    splits = {"train": datasets.Dataset.from_list(pairs), "validation": datasets.Dataset.from_list(pairs[1:])}
+    datasets.DatasetDict(splits).save_to_disk(str(tmp_path / "dict"))
+    train, report = load_dataset_with_report(tmp_path / "dict", kind="preference")
+    assert report["format"] == "pku_saferlhf" and len(train) == 2
+    held_out = load_dataset(tmp_path / "dict", kind="preference", split="validation")
+    assert held_out[0]["rejected"] == [{"role": "assistant", "content": "连续一周不吃饭。"}]
+    with pytest.raises(MissingSplitError, match=r"no 'test' split; splits: \['train', 'validation'\]") as err:
+        load_dataset(tmp_path / "dict", split="test")
+    assert err.value.available == ["train", "validation"]
+
+
+def test_tool_call_rows_round_trip_through_a_dataset() -> None:
+    ds = load_dataset(SAMPLES / "openai_tools.jsonl")
+    call = ds[0]["messages"][2]["tool_calls"][0]
+    assert call["function"] == {"name": "get_weather", "arguments": '{"city": "北京"}'} and call["id"] == "call_1"
+    assert ds[0]["messages"][3]["tool_call_id"] == "call_1"
+    assert json.loads(ds[0]["tools"])[0]["function"]["parameters"]["required"] == ["city"]
+    assert ds[2]["tools"] is None and ds[2]["messages"][1]["tool_calls"] is None
+
+
+def test_column_mapping_renames_columns_before_detection(tmp_path: Path) -> None:
+    rows = [{"question": "天空为什么是蓝的？", "good": "瑞利散射。", "bad": "因为海。", "id": 1}]
+    path = _write_jsonl(tmp_path / "qa.jsonl", rows)
+    with pytest.raises(AlignmentError, match=r"cannot tell the dataset format from its columns \['bad', 'good'"):
+        load_dataset(path, kind="preference")
+    ds = load_dataset(path, kind="preference", columns={"prompt": "question", "chosen": "good", "rejected": "bad"})
+    assert ds[0] == {
+        "prompt": [{"role": "user", "content": "天空为什么是蓝的？"}],
+        "chosen": [{"role": "assistant", "content": "瑞利散射。"}],
+        "rejected": [{"role": "assistant", "content": "因为海。"}],
+        "id": 1,
+    }
+    with pytest.raises(AlignmentError, match=r"line 1: data.columns reads column\(s\) \['answer'\]"):
+        load_dataset(path, kind="preference", columns={"prompt": "question", "chosen": "answer", "rejected": "bad"})
+
+
+CONVERTER = """
+def to_messages(row):
+    if row["q"] == "skip me":
+        return None
+    if row["q"] == "boom":
+        raise KeyError("a")
+    return {"messages": [{"role": "user", "content": row["q"]}, {"role": "assistant", "content": row["a"]}]}
+"""
+
+
+def test_converter_from_a_file_maps_rows_and_may_leave_some_out(tmp_path: Path) -> None:
+    (tmp_path / "conv.py").write_text(CONVERTER, encoding="utf-8")
+    rows = [{"q": "你好", "a": "你好！"}, {"q": "skip me", "a": "x"}, {"q": "boom", "a": "y"}]
+    path = _write_jsonl(tmp_path / "raw.jsonl", rows)
+    spec = f"{tmp_path / 'conv.py'}:to_messages"
+    with pytest.raises(AlignmentError, match=r"line 3: data.converter .*conv.py:to_messages failed: KeyError"):
+        load_dataset(path, converter=spec)
+    ds, report = load_dataset_with_report(path, converter=spec, on_error="skip")
+    assert ds["messages"] == [[{"role": "user", "content": "你好"}, {"role": "assistant", "content": "你好！"}]]
+    assert report["left_out"] == {"converter": 1} and report["reasons"] == {"converter_error": 1}
+
+
+def test_converter_from_a_module_and_bad_specs_name_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "my_rows.py").write_text(CONVERTER, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = _write_jsonl(tmp_path / "raw.jsonl", [{"q": "hi", "a": "hello"}])
+    assert load_dataset(path, converter="my_rows:to_messages")[0]["messages"][1]["content"] == "hello"
+    for spec, match in [
+        ("my_rows", "must be module:function"),
+        ("my_rows:nope", "'my_rows' has no function 'nope'"),
+        ("no_such_module_xyz:f", "cannot import 'no_such_module_xyz'"),
+        ("missing/dir/conv.py:f", "no file missing/dir/conv.py"),
+    ]:
+        with pytest.raises(AlignmentError, match=f"data.converter='{spec}'.*{match}"):
+            load_dataset(path, converter=spec)
+
+
+def test_ties_are_left_out_and_counted(tmp_path: Path) -> None:
+    ds, report = load_dataset_with_report(SAMPLES / "chatbot_arena.jsonl", kind="preference")
+    assert len(ds) == 1 and report["left_out"] == {"tie": 2, "multi_turn": 1} and report["skipped"] == 0
+    kto, report = load_dataset_with_report(SAMPLES / "chatbot_arena.jsonl", kind="kto", ties="keep")
+    assert len(kto) == 8 and sum(kto["label"]) == 4 and report["left_out"] == {}
+    with pytest.raises(AlignmentError, match="unknown data.ties 'both'"):
+        load_dataset(SAMPLES / "chatbot_arena.jsonl", ties="both")
+
+
+def test_a_named_format_that_does_not_fit_names_the_columns_and_the_formats_that_do() -> None:
+    with pytest.raises(AlignmentError) as err:
+        load_dataset(SAMPLES / "shp.jsonl", kind="preference", format="pku_saferlhf")
+    message = str(err.value)
+    assert "shp.jsonl, line 1: missing field 'better_response_id' (columns here: ['c_root_id_A'" in message
+    assert "these columns fit shp: set data.format=shp or auto" in message
