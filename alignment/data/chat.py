@@ -94,13 +94,13 @@ def _prepare(tokenizer, value: Any, role: str, what: str, tools: Tools) -> tuple
 
 def _encode(tokenizer, messages: list[dict], targets: list[int], tools, ends: TurnEnds) -> _Encoded:
     full = render(tokenizer, messages, gen=False, tools=tools)
-    spans = _assistant_spans(tokenizer, messages, full, targets, tools, ends)
+    spans, appended = _assistant_spans(tokenizer, messages, full, targets, tools, ends)
     ids, offsets = tokenize(tokenizer, full)
-    if spans and spans[-1][1] > len(full):  # the final reply trains the stop token the template leaves out
-        extra_ids, extra_offsets = tokenize(tokenizer, ends.append)
+    if appended:  # the final reply trains the stop token the template leaves out
+        extra_ids, extra_offsets = tokenize(tokenizer, appended)
         ids += extra_ids
         offsets += [(a + len(full), b + len(full)) for a, b in extra_offsets]
-        full += ends.append
+        full += appended
     return _Encoded(full, ids, offsets, spans)
 
 
@@ -116,22 +116,25 @@ def _reply_span(tokenizer, messages: list[dict], i: int, full: str, tools) -> tu
     return (min(s for s, _ in spans), max(e for _, e in spans)) if spans else None
 
 
-def _assistant_spans(tokenizer, messages, full: str, targets: list[int], tools, ends: TurnEnds) -> list:
-    """Character spans of ``full`` to train for the assistant messages at ``targets``.
+def _assistant_spans(tokenizer, messages, full: str, targets: list[int], tools, ends: TurnEnds) -> tuple[list, str]:
+    """Character spans of ``full`` to train for the assistant messages at ``targets``, and the text to append.
 
-    A span may run past ``len(full)`` by ``ends.append``: the final reply of a template that leaves it open.
+    The last span runs past ``full`` into the appended stop text where the template leaves the final reply open.
     """
-    spans = []
+    spans, appended = [], ""
     for i in targets:
         reply = _reply_span(tokenizer, messages, i, full, tools)
         if reply is None:
             continue
         start, end = reply
-        # Without a generation prompt a template has no way to say where the reply starts: train from the content.
         if i > 0 and ends.gen_prompt:
             prompt = render(tokenizer, messages[:i], gen=True, tools=tools)
             if len(prompt) <= start and full.startswith(prompt):
                 start = len(prompt)
+        elif i > 0 and ends.header:  # no generation prompt: the reply starts after the header that follows a user
+            before = content_span(tokenizer, messages, i - 1, full, tools)
+            if before and full.startswith(ends.header, before[1]) and before[1] + len(ends.header) <= start:
+                start = before[1] + len(ends.header)
         bound = len(full)
         if i + 1 < len(messages):  # the turn's end must come before the next message's content
             following = content_span(tokenizer, messages, i + 1, full, tools)
@@ -140,10 +143,11 @@ def _assistant_spans(tokenizer, messages, full: str, targets: list[int], tools, 
         found = [p + len(m) for m in ends.markers if (p := full.find(m, reply[1], bound)) >= 0]
         if found:
             end = min(found)
-        elif ends.append and i == len(messages) - 1 and not full[reply[1] :].strip():
-            end = len(full) + len(ends.append)
+        elif ends.append and i == len(messages) - 1:
+            appended = ends.append_after_call if "tool_calls" in messages[i] else ends.append
+            end = len(full) + len(appended)
         spans.append((start, end))
-    return spans
+    return spans, appended
 
 
 def _label(ids: list[int], offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[int]:

@@ -40,8 +40,12 @@ class TurnEnds:
 
     markers: tuple[str, ...]  # texts that close a turn: the first one found after a reply closes it
     append: str  # appended after a final reply the template leaves open ("" where the template closes it)
+    append_after_call: str  # the same after a final tool call (GLM: <|observation|>, where the result will follow)
     gen_prompt: bool  # whether add_generation_prompt adds anything (a role header) to a prompt
     calls: CallStyle | None  # how the template takes tool calls; None when it renders none
+    # Without a generation prompt: what the template writes between a user message and the reply (Mistral's
+    # [/INST]); a reply, tool call included, starts after it.
+    header: str = ""
 
 
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -56,7 +60,7 @@ def turn_ends(tokenizer) -> TurnEnds:
     try:
         result = _learn(tokenizer)
     except AlignmentError:  # the template refuses even a plain user/assistant/user probe
-        result = TurnEnds((tokenizer.eos_token,) if tokenizer.eos_token else (), "", True, None)
+        result = TurnEnds((tokenizer.eos_token,) if tokenizer.eos_token else (), "", "", True, None)
     _CACHE[tokenizer] = (key, result)
     return result
 
@@ -83,23 +87,25 @@ def _ordered(ends: TurnEnds) -> list[str]:
 def _learn(tokenizer) -> TurnEnds:
     calls = call_style(lambda messages: render(tokenizer, messages, gen=False))
     gen_prompt = render(tokenizer, PROBE[:1], gen=True) != render(tokenizer, PROBE[:1], gen=False)
+    header = "" if gen_prompt else _reply_header(tokenizer)
     after_final, after_history = _after_reply(tokenizer, PROBE[:2], PROBE, content_span)
 
     # Comparing tokens, not characters, keeps Phi-3's <|end|>\n<|endoftext|> from matching a following <|user|> on <|
     final_ids, history_ids = tokenize(tokenizer, after_final)[0], tokenize(tokenizer, after_history)[0]
     common = decode(tokenizer, final_ids[: common_prefix_len(final_ids, history_ids)]).strip()
     if common:
-        return TurnEnds((common,), "", gen_prompt, calls)
+        return TurnEnds((common,), "", "", gen_prompt, calls, header)
 
     first_final, first_history = _first_special(tokenizer, after_final), _first_special(tokenizer, after_history)
     closed = bool(after_final.strip())
     markers, append = ([first_final, first_history], "") if closed else ([first_history], first_history)
-    if calls is not None:
-        markers.append(_call_end(tokenizer, calls, closed))
+    call_end = _call_end(tokenizer, calls, closed) if calls is not None else ""
+    markers.append(call_end)
     if not closed:  # an open template's turn also runs into a system turn
         markers.append(_next_role_token(tokenizer, {"role": "system", "content": "Be brief."}))
     markers = tuple(dict.fromkeys(m for m in markers if m))
-    return TurnEnds(markers, append if append in markers else "", gen_prompt, calls)
+    append = append if append in markers else ""
+    return TurnEnds(markers, append, call_end if append else "", gen_prompt, calls, header)
 
 
 def _after_reply(tokenizer, final_probe, history_probe, locate) -> tuple[str, str]:
@@ -145,3 +151,9 @@ def _next_role_token(tokenizer, message: dict) -> str:
         return _first_special(tokenizer, _after_reply(tokenizer, probe[:2], probe, content_span)[1])
     except AlignmentError:  # the template rejects this role after an assistant turn
         return ""
+
+
+def _reply_header(tokenizer) -> str:
+    full = render(tokenizer, PROBE[:2], gen=False)
+    user, reply = content_span(tokenizer, PROBE[:2], 0, full), content_span(tokenizer, PROBE[:2], 1, full)
+    return full[user[1] : reply[0]] if user and reply and user[1] <= reply[0] else ""

@@ -1,4 +1,5 @@
-"""Real-world chat templates, copied verbatim from the models' tokenizer_config.json (or the llama.cpp copies of it).
+"""Real-world chat templates, copied verbatim from the models' tokenizer_config.json (or the llama.cpp copies of it),
+or read from the copies TRL ships.
 
 Each entry names the model it comes from, the special tokens its tokenizer defines and how the template treats a
 system message ("accepts", "folds" it into a user turn, "drops" it when the conversation ends with the assistant,
@@ -6,6 +7,16 @@ or "rejects" it with an exception). ``conftest.py`` builds a small byte-level BP
 """
 
 from __future__ import annotations
+
+from importlib.util import find_spec
+from pathlib import Path
+
+
+def trl_template(name: str) -> str:
+    """A chat template as TRL ships it (``trl/chat_templates/<name>.jinja``), read from the installed package."""
+    folder = Path(find_spec("trl").submodule_search_locations[0]) / "chat_templates"  # found without importing trl
+    return (folder / f"{name}.jinja").read_text(encoding="utf-8")
+
 
 # Qwen/Qwen2.5-7B-Instruct (ChatML with a default system prompt and Hermes-style tool calls).
 QWEN25 = """{%- if tools %}
@@ -465,6 +476,14 @@ DEEPSEEK_V3 = (
     "{% if add_generation_prompt and not ns.is_tool %}{{'<｜Assistant｜>'}}{% endif %}"
 )
 
+# zai-org/GLM-4.5 (TRL's glm4moe.jinja): a turn runs on into the next role token (<|user|>, <|observation|>), the
+# final reply has nothing after it; tool calls as <tool_call>name<arg_key>..</arg_key><arg_value>..</arg_value>.
+GLM4_MOE = trl_template("glm4moe")
+
+# openai/gpt-oss-20b (TRL's gptoss.jinja, harmony): history replies end with <|end|>, the final one with <|return|>,
+# a tool call with <|call|>; the system prompt becomes a developer message.
+GPT_OSS = trl_template("gptoss")
+
 # name -> how conftest builds the tokenizer. "specials" are added as special tokens, "added" as plain added tokens
 # (Qwen3's <think> is one); "bos_post" makes the tokenizer itself prepend bos like Llama 3's does.
 TEMPLATES: dict[str, dict] = {
@@ -500,7 +519,8 @@ TEMPLATES: dict[str, dict] = {
         "template": MISTRAL_NEMO,
         "bos": "<s>",
         "eos": "</s>",
-        "specials": ["[INST]", "[/INST]"],
+        "specials": ["[INST]", "[/INST]", "[TOOL_CALLS]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]", "[TOOL_RESULTS]"],
+        "added": ["[/TOOL_RESULTS]"],
         "system": "drops",
     },
     "mixtral": {
@@ -552,4 +572,58 @@ TEMPLATES: dict[str, dict] = {
         "specials": ["<｜User｜>", "<｜Assistant｜>"],
         "system": "accepts",
     },
+    "glm4.5": {
+        "model": "zai-org/GLM-4.5",
+        "template": GLM4_MOE,
+        "bos": None,
+        "eos": "<|endoftext|>",
+        # GLM's tokenizer makes its markup special tokens too, the tool-call tags included
+        "specials": [
+            "[gMASK]",
+            "<sop>",
+            "<|system|>",
+            "<|user|>",
+            "<|assistant|>",
+            "<|observation|>",
+            "<think>",
+            "</think>",
+            "<tool_call>",
+            "</tool_call>",
+            "<arg_key>",
+            "</arg_key>",
+            "<arg_value>",
+            "</arg_value>",
+            "<tool_response>",
+            "</tool_response>",
+        ],  # fmt: skip
+        "system": "accepts",
+    },
+    "gpt-oss": {
+        "model": "openai/gpt-oss-20b",
+        "template": GPT_OSS,
+        "bos": None,
+        "eos": "<|return|>",
+        "specials": [
+            "<|start|>",
+            "<|message|>",
+            "<|channel|>",
+            "<|end|>",
+            "<|return|>",
+            "<|call|>",
+            "<|constrain|>",
+            "<|endoftext|>",
+        ],  # fmt: skip
+        "system": "accepts",
+    },
+}
+
+# TRL's training variant of a template ({% generation %} markers), where TRL ships the same template as ours: its
+# assistant mask is the reference the encoder's labels are compared with.
+TRL_TRAINING = {
+    "qwen2.5": "qwen2_5_training",
+    "gemma2": "gemma_training",
+    "gemma3": "gemma3_training",
+    "phi3.5": "phi3_5_training",
+    "glm4.5": "glm4moe_training",
+    "gpt-oss": "gptoss_training",
 }

@@ -1,4 +1,4 @@
-"""Property tests of alignment.data.chat over ten real-world chat templates (see templates.py).
+"""Property tests of alignment.data.chat over twelve real-world chat templates (see templates.py).
 
 Expected trained text is computed here independently, from how each template renders an assistant turn, and
 compared with what the encoder's labels select.
@@ -45,6 +45,20 @@ def _qwen3_turn(content: str, final: bool) -> str:
     return content
 
 
+def _split_think(content: str) -> tuple[str, str]:
+    if "</think>" not in content:
+        return "", content
+    return content.split("</think>")[0].rstrip("\n").split("<think>")[-1].lstrip("\n"), content.split("</think>")[
+        -1
+    ].lstrip("\n")
+
+
+def _glm_turn(content: str, final: bool) -> str:
+    reasoning, content = _split_think(content)
+    think = "\n<think>" + reasoning.strip() + "</think>" if final and reasoning else "\n<think></think>"
+    return think + ("\n" + content.strip() if content.strip() else "")
+
+
 RENDER = {
     "qwen2.5": lambda c, final: c,
     "qwen3": _qwen3_turn,
@@ -56,7 +70,11 @@ RENDER = {
     "phi3.5": lambda c, final: c,
     "zephyr": lambda c, final: c,
     "deepseek-v3": lambda c, final: c,
+    "glm4.5": _glm_turn,
+    "gpt-oss": lambda c, final: "<|channel|>final<|message|>" + c,
 }
+# What closes a history turn; FINAL_END where the final turn ends differently. GLM-4 writes nothing after a reply:
+# the next role token closes it, and after the final reply the encoder appends it (APPENDED).
 TURN_END = {
     "qwen2.5": "<|im_end|>",
     "qwen3": "<|im_end|>",
@@ -68,7 +86,11 @@ TURN_END = {
     "phi3.5": "<|end|>",
     "zephyr": "</s>",
     "deepseek-v3": "<｜end▁of▁sentence｜>",
+    "glm4.5": "<|user|>",
+    "gpt-oss": "<|end|>",
 }
+FINAL_END = {**TURN_END, "gpt-oss": "<|return|>"}
+APPENDED = {"glm4.5": "<|user|>"}
 HEADER = {
     "qwen2.5": "<|im_start|>assistant\n",
     "qwen3": "<|im_start|>assistant\n",
@@ -80,6 +102,8 @@ HEADER = {
     "phi3.5": "<|assistant|>\n",
     "zephyr": "<|assistant|>\n",
     "deepseek-v3": "<｜Assistant｜>",
+    "glm4.5": "<|assistant|>",
+    "gpt-oss": "<|start|>assistant",
 }
 # What the real models stop on: the end-of-turn token, then eos when it is a different token.
 STOP_TOKENS = {
@@ -93,13 +117,23 @@ STOP_TOKENS = {
     "phi3.5": ["<|end|>", "<|endoftext|>"],
     "zephyr": ["</s>"],
     "deepseek-v3": ["<｜end▁of▁sentence｜>"],
+    # GLM's generation config stops on <|user|> and <|observation|>; <|system|> is the third role token
+    "glm4.5": ["<|user|>", "<|observation|>", "<|system|>", "<|endoftext|>"],
+    "gpt-oss": ["<|return|>", "<|end|>", "<|call|>"],
 }
+
+
+def rendered_ids(tok, name: str, messages: list[dict], **kwargs) -> list[int]:
+    """The template's tokens for a conversation ending with an assistant reply, with the stop token appended where
+    the template leaves the final reply open."""
+    ids = tok.apply_chat_template(messages, **kwargs)["input_ids"]
+    return ids + ([tok.convert_tokens_to_ids(APPENDED[name])] if name in APPENDED else [])
 
 
 def expected_turns(name: str, messages: list[dict]) -> list[str]:
     last_user = max(i for i, m in enumerate(messages) if m["role"] == "user")
     return [
-        RENDER[name](m["content"], i > last_user) + TURN_END[name]
+        RENDER[name](m["content"], i > last_user) + (FINAL_END if i == len(messages) - 1 else TURN_END)[name]
         for i, m in enumerate(messages)
         if m["role"] == "assistant"
     ]
@@ -133,6 +167,7 @@ SNIPPETS = [
     "<|im_start|>", "<|im_end|>", "<|eot_id|>", "<|start_header_id|>", "[INST]", "[/INST]", "</s>", "<s>",
     "<end_of_turn>", "<start_of_turn>model\n", "<|end|>", "<|assistant|>", "<|user|>", "<｜User｜>",
     "<｜Assistant｜>", "<｜end▁of▁sentence｜>", "{{ messages }}", "{% endfor %}", "<think>", "</think>", "\n\n",
+    "<|observation|>", "<|start|>", "<|return|>", "<|call|>", "[TOOL_CALLS]",
 ]  # fmt: skip
 ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJ0123456789 .,!?;:'\"()[]{}<>|/\\-_*#\n\t你好世界问题答案模型🙂🚀👍🏽🦊"
 ODD = st.text(st.characters(exclude_categories=("Cs", "Co")), max_size=6)  # any unicode but private use
@@ -175,8 +210,8 @@ def test_chat_masks_under_real_templates(chat_tokenizers, name, conv, cut):
 
     enc, info = encode_chat_with_info(tok, conv)
     ids, labels = enc["input_ids"], enc["labels"]
-    # exactly what the model sees at inference
-    assert ids == tok.apply_chat_template(conv)["input_ids"]
+    # exactly what the model sees at inference (GLM: and the <|user|> it stops on after the final reply)
+    assert ids == rendered_ids(tok, name, conv)
     assert len(labels) == len(ids)
     assert not info.truncated and info.trainable == sum(label != IGNORE_INDEX for label in labels)
 
@@ -219,17 +254,17 @@ def test_preference_boundary_under_real_templates(chat_tokenizers, name, conv, o
         conv = conv[1:]
     prompt, chosen = conv[:-1], conv[-1]["content"]
     enc = encode_preference(tok, prompt, chosen, other)
-    end = [tok.convert_tokens_to_ids(TURN_END[name])]
+    end = [tok.convert_tokens_to_ids(FINAL_END[name])]
     fulls = []
     for key, reply in (("chosen_ids", chosen), ("rejected_ids", other)):
-        full = tok.apply_chat_template(prompt + [{"role": "assistant", "content": reply}])["input_ids"]
+        full = rendered_ids(tok, name, prompt + [{"role": "assistant", "content": reply}])
         fulls.append(full)
         seq = enc["prompt_ids"] + enc[key]
         # prompt + completion is the full render's tokens up to and including the end-of-turn token...
         assert full[: len(seq)] == seq and enc[key][-1:] == end
         # ...and only what the template writes after the end of the turn (whitespace, Phi's eos) is left out
         assert decode(tok, full[len(seq) :]).replace(tok.eos_token, "").strip() == ""
-        assert decode(tok, enc[key]).endswith(RENDER[name](reply, True) + TURN_END[name])
+        assert decode(tok, enc[key]).endswith(RENDER[name](reply, True) + FINAL_END[name])
     rendered = tok.apply_chat_template(prompt, add_generation_prompt=True)["input_ids"]
     # the usual case: the prompt is the generation-prompt render. It is not where the template renders the prompt
     # differently once a reply follows (Mistral's system prompt) or BPE merges a token across the boundary
