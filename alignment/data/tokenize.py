@@ -78,9 +78,7 @@ def tokenize_sft(
     _check_train_on(train_on)
 
     def encode(row: dict):
-        # A row's tool schemas reach the template only when it has some, so rows without tools render as before.
-        tools = {"tools": row["tools"]} if row.get("tools") else {}
-        enc, info = encode_chat_with_info(tokenizer, row["messages"], max_length, train_on, **tools)
+        enc, info = encode_chat_with_info(tokenizer, row["messages"], max_length, train_on, tools=row.get("tools"))
         return enc, info.truncated, info.trainable
 
     def why(stats: dict[str, int]) -> str:
@@ -120,7 +118,9 @@ def tokenize_preference(
     """
 
     def encode(row: dict):
-        enc, info = encode_preference_with_info(tokenizer, row["prompt"], row["chosen"], row["rejected"], max_length)
+        enc, info = encode_preference_with_info(
+            tokenizer, row["prompt"], row["chosen"], row["rejected"], max_length, tools=row.get("tools")
+        )
         return enc, info.truncated, min(info.prompt_tokens, info.chosen_tokens, info.rejected_tokens)
 
     def why(stats: dict[str, int]) -> str:
@@ -167,7 +167,7 @@ def tokenize_prompts(
     """
 
     def encode(row: dict):
-        ids, truncated = _encode_prompt(tokenizer, row["prompt"], max_length)
+        ids, truncated = _encode_prompt(tokenizer, row["prompt"], max_length, row.get("tools"))
         return {"prompt_ids": ids}, truncated, len(ids)
 
     def why(stats: dict[str, int]) -> str:

@@ -114,7 +114,7 @@ def convert_row(row: dict, fmt: str, kind: str, options: FormatOptions | None = 
         and (v is None or isinstance(v, str | int | float | bool))
     }
     tools = tools_json(row.get("tools"))
-    if tools and kind in ("sft", "prompt"):  # the encoders that render tool schemas
+    if tools:
         extras["tools"] = tools
     return [{**out, **extras} for out in _rows(rec, fmt, kind, opts, row)]
 
