@@ -1,13 +1,15 @@
 """Sample replies from a policy: batched, left-padded prompts, stopped at end of turn, seeded.
 
-Used by ``stage=generate`` (on-policy preference data) and by the oracle evaluation (``oracle_eval``). Sampling goes
-through :func:`alignment.rl.rollout.sample`, which sets every logits processor a checkpoint's
-``generation_config.json`` may switch on (top_k, repetition penalty, ...) to neutral, so the replies come from
-``softmax(logits / temperature)`` (with ``top_p``) and nothing else.
+Used by ``stage=generate`` (on-policy preference data) and by the oracle evaluation (``oracle_eval``). A checkpoint's
+``generation_config.json`` (top_k, repetition penalty, beams, ...) plays no part: HF fills every setting a call leaves
+unset from it, so it is set aside while generating (:func:`library_generation_defaults`). The replies then come from
+``softmax(logits / temperature)`` (with ``top_p``), or its argmax with ``greedy``, and nothing else.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -73,7 +75,8 @@ def sample_replies(
     model.eval()
     device = next(model.parameters()).device
     out = Replies([], [], [])
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    fork = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+    with fork, library_generation_defaults(model):
         torch.manual_seed(seed)
         starts = range(0, len(ids), batch_size)
         for start in progress(starts, len(starts), desc, disable=not is_main_process()):
@@ -100,3 +103,22 @@ def sample_replies(
                 out.num_tokens.append(int(row_mask.sum()))
     model.train(was_training)
     return out
+
+
+@contextlib.contextmanager
+def library_generation_defaults(model) -> Iterator[None]:
+    """While inside, ``model`` (or the transformers model inside a peft one) generates with the library's defaults
+    and its own special token ids only, as if it had been saved without a ``generation_config.json``."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    saved = getattr(inner, "generation_config", None)
+    if saved is None:
+        yield
+        return
+    from transformers import GenerationConfig
+
+    ids = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
+    inner.generation_config = GenerationConfig(**{k: getattr(saved, k) for k in ids if getattr(saved, k) is not None})
+    try:
+        yield
+    finally:
+        inner.generation_config = saved
