@@ -13,7 +13,10 @@ from pathlib import Path
 
 import torch
 
+from alignment.data.chat import turn_end_token_ids
+from alignment.data.reward_input import encode_reward_input, sampled_reward_input
 from alignment.errors import AlignmentError
+from alignment.models import locate_model
 
 SOURCE_TYPES = ("model", "oracle", "function")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
@@ -28,14 +31,30 @@ class RewardFunction:
         self.sources = list(sources)
         self.last_scores: dict[str, list[float]] = {}
 
-    def __call__(self, prompts: list | None, responses: list[str], oracle: list | None = None) -> list[float]:
-        """Score each response: ``sum(weight * source(prompts, responses, oracle))``."""
+    def __call__(
+        self,
+        prompts: list | None,
+        responses: list[str],
+        oracle: list | None = None,
+        *,
+        prompt_ids: Sequence[Sequence[int]] | None = None,
+        completion_ids: Sequence[Sequence[int]] | None = None,
+    ) -> list[float]:
+        """Score each response: ``sum(weight * source(prompts, responses, oracle))``.
+
+        ``prompt_ids`` and ``completion_ids``, the policy's tokens, reach the reward models, which score those tokens
+        themselves when they share the policy's tokenizer (:meth:`ModelReward.__call__`).
+        """
         n = len(responses)
         oracle = list(oracle) if oracle is not None else [None] * n
         total = [0.0] * n
         self.last_scores = {}
         for name, weight, source in self.sources:
-            scores = [float(x) for x in source(prompts, responses, oracle)]
+            if isinstance(source, ModelReward):
+                raw = source(prompts, responses, oracle, prompt_ids=prompt_ids, completion_ids=completion_ids)
+            else:
+                raw = source(prompts, responses, oracle)
+            scores = [float(x) for x in raw]
             if len(scores) != n:
                 raise AlignmentError(f"reward source {name!r} returned {len(scores)} scores for {n} responses")
             self.last_scores[name] = scores
@@ -76,7 +95,7 @@ def build_reward_fn(
             if not isinstance(entry.get("group_by_length", True), bool):
                 raise AlignmentError(f"{where}: `group_by_length` must be true or false")
             scorer: Scorer = ModelReward(
-                target,
+                locate_model(target, f"reward.sources.{i}.path"),  # a stage dir (RUN/rm) names its model/
                 tokenizer,
                 device,
                 batch_size=entry.get("batch_size", 8),
@@ -147,7 +166,10 @@ def function_reward(target: str) -> Scorer:
 
 
 class ModelReward:
-    """A sequence-classification reward model scoring ``prompt + response`` rendered with its own chat template.
+    """A sequence-classification reward model scoring ``prompt + response``, read at the reply's end-of-turn token.
+
+    Its input is what the rm stage trains on (:mod:`alignment.data.reward_input`): rendered with the reward model's
+    own chat template, or, when it shares the policy's tokenizer and the caller passes them, the sampled tokens.
 
     With ``group_by_length`` (the default) rows are sorted by length and cut into forwards of at most ``batch_size``
     rows that waste little padding (:func:`alignment.rl.padding.length_groups`), instead of ``batch_size`` rows in
@@ -166,6 +188,8 @@ class ModelReward:
     ) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        from alignment.models import match_tokenizer, set_pad_token
+
         path = Path(path)
         if not path.is_dir():
             raise AlignmentError(f"reward model folder {str(path)!r} does not exist; train one with stage=rm first")
@@ -183,31 +207,59 @@ class ModelReward:
         self.model = self.model.to(self.device).eval()
         if self.model.config.num_labels != 1:
             raise AlignmentError(f"reward model {str(path)!r} has num_labels={self.model.config.num_labels}; need 1")
-        pad = self.tokenizer.pad_token_id
-        self.pad_token_id = pad if pad is not None else self.tokenizer.eos_token_id
+        set_pad_token(self.tokenizer, str(path))  # the pad policy the rm stage trained it under
+        match_tokenizer(self.model, self.tokenizer)
+        self.pad_token_id = self.tokenizer.pad_token_id
         self.batch_size, self.max_length = int(batch_size), max_length
         self.group_by_length = group_by_length
+        self.stop_ids = set(turn_end_token_ids(self.tokenizer))
+        # Sampled tokens mean the same to this model only under the same vocabulary and chat template.
+        self.reads_policy_tokens = tokenizer is not None and (
+            tokenizer is self.tokenizer
+            or (
+                tokenizer.get_vocab() == self.tokenizer.get_vocab()
+                and tokenizer.chat_template == self.tokenizer.chat_template
+            )
+        )
 
-    def encode(self, messages: list[dict]) -> list[int]:
-        """Token ids of a conversation, via ``alignment.data.encode_chat`` when available."""
-        try:
-            from alignment.data import encode_chat
-        except ImportError:
-            ids = self.tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False)
-            return list(ids)[-self.max_length :] if self.max_length else list(ids)
-        return list(encode_chat(self.tokenizer, messages, max_length=self.max_length)["input_ids"])
+    def encode(self, prompt: list | str, response: str) -> list[int]:
+        """The token ids this model scores for a text reply: the rm stage's input for it."""
+        return encode_reward_input(self.tokenizer, prompt, response, max_length=self.max_length)
 
     @torch.no_grad()
-    def __call__(self, prompts: list | None, responses: list[str], oracle: list | None = None) -> list[float]:
-        """Score each ``(prompt messages, response)`` pair, ``batch_size`` at a time."""
+    def __call__(
+        self,
+        prompts: list | None,
+        responses: list[str],
+        oracle: list | None = None,
+        *,
+        prompt_ids: Sequence[Sequence[int]] | None = None,
+        completion_ids: Sequence[Sequence[int]] | None = None,
+    ) -> list[float]:
+        """Score each ``(prompt messages, response)`` pair, ``batch_size`` at a time.
+
+        Given the policy's ``prompt_ids`` and ``completion_ids`` and sharing its tokenizer, it scores those tokens
+        (:func:`~alignment.data.reward_input.sampled_reward_input`): a reply cut short is scored without an
+        end-of-turn it never produced. Otherwise it renders the text with its own chat template.
+        """
         from alignment.rl.padding import length_groups
 
-        if prompts is None:
-            raise AlignmentError("a reward model needs the prompts: give the dataset a `prompt` column of messages")
-        if len(prompts) != len(responses):
-            raise AlignmentError(f"got {len(prompts)} prompts for {len(responses)} responses; they must pair up")
-        pairs = zip(prompts, responses, strict=True)
-        rows = [self.encode(list(p) + [{"role": "assistant", "content": r}]) for p, r in pairs]
+        if prompt_ids is not None and completion_ids is not None and self.reads_policy_tokens:
+            if not len(prompt_ids) == len(completion_ids) == len(responses):
+                raise AlignmentError(
+                    f"got {len(prompt_ids)} prompts and {len(completion_ids)} completions as tokens for "
+                    f"{len(responses)} responses; they must pair up"
+                )
+            pairs = zip(prompt_ids, completion_ids, strict=True)
+            rows = [sampled_reward_input(p, c, self.stop_ids, self.max_length) for p, c in pairs]
+        else:
+            if prompts is None:
+                raise AlignmentError(
+                    "a reward model needs the prompts: give the dataset a `prompt` column of messages"
+                )
+            if len(prompts) != len(responses):
+                raise AlignmentError(f"got {len(prompts)} prompts for {len(responses)} responses; they must pair up")
+            rows = [self.encode(p, r) for p, r in zip(prompts, responses, strict=True)]
         if self.group_by_length:
             groups = length_groups([len(r) for r in rows], max_size=self.batch_size)
         else:

@@ -6,7 +6,8 @@ import pytest
 import torch
 from transformers import AutoTokenizer, Qwen2Config, Qwen2ForSequenceClassification
 
-from alignment.data import encode_chat
+from alignment.data.chat import turn_end_token_ids
+from alignment.data.reward_input import encode_reward_input
 from alignment.errors import AlignmentError
 from alignment.rewards import build_reward_fn
 from alignment.tiny_model import build_tokenizer
@@ -135,7 +136,8 @@ def test_model_source_scores_each_pair_as_the_model_does_unbatched(reward_model_
     expected = []
     with torch.no_grad():  # one row at a time, no padding at all
         for p, r in zip(prompts, responses, strict=True):
-            ids = encode_chat(rm_tok, p + [{"role": "assistant", "content": r}])["input_ids"]
+            ids = encode_reward_input(rm_tok, p, r)  # the rm stage's row: it ends at the end-of-turn token
+            assert ids[-1] == rm_tok.convert_tokens_to_ids("<|im_end|>")
             expected.append(model(input_ids=torch.tensor([ids])).logits[0, 0].item())
     assert reward_fn.last_scores[f"model:{path.name}"] == pytest.approx(expected, abs=1e-5)
     assert scores == pytest.approx([3.0 * x for x in expected], abs=1e-5)
@@ -168,10 +170,7 @@ def test_model_source_grouped_by_length_scores_like_the_dense_batches(reward_mod
     monkeypatch.setattr(scorers[True], "_score", lambda chunk: widths.append([len(r) for r in chunk]) or score(chunk))
     grouped, dense = scorers[True](prompts, texts), scorers[False](prompts, texts)
     assert grouped == pytest.approx(dense, abs=1e-5) and len(set(dense)) == len(texts)
-    lengths = [
-        len(scorers[True].encode(p + [{"role": "assistant", "content": t}]))
-        for p, t in zip(prompts, texts, strict=True)
-    ]
+    lengths = [len(scorers[True].encode(p, t)) for p, t in zip(prompts, texts, strict=True)]
     assert sorted(length for chunk in widths for length in chunk) == sorted(lengths)  # every row scored once
     assert all(len(chunk) <= 3 for chunk in widths)
     in_order = [lengths[i : i + 3] for i in range(0, len(lengths), 3)]  # the dense batches: 3 rows in given order
@@ -209,3 +208,48 @@ def test_online_stages_load_reward_models_with_the_runs_trust_remote_code(monkey
         "tokenizer": "tok",
         "trust_remote_code": trust,
     }
+
+
+def test_model_source_scores_the_policys_sampled_tokens_and_adds_no_end_of_turn(reward_model_dir, monkeypatch):
+    from alignment.data import encode_prompt
+
+    path, _, _ = reward_model_dir
+    policy_tok = AutoTokenizer.from_pretrained(path)  # the policy shares the reward model's tokenizer
+    reward_fn = build_reward_fn([{"type": "model", "path": str(path)}], tokenizer=policy_tok, device="cpu")
+    scorer = reward_fn.sources[0][2]
+    assert scorer.reads_policy_tokens
+    seen = []
+    score = scorer._score
+    monkeypatch.setattr(scorer, "_score", lambda chunk: seen.extend(chunk) or score(chunk))
+    end = policy_tok.convert_tokens_to_ids("<|im_end|>")
+    assert turn_end_token_ids(policy_tok) == [end]
+
+    prompts = [[{"role": "user", "content": "你好"}], [{"role": "user", "content": "6 + 8?"}]]
+    replies = ["你好世界", "the answer is 14"]
+    prompt_ids = [encode_prompt(policy_tok, p) for p in prompts]
+    full = [encode_reward_input(policy_tok, p, r) for p, r in zip(prompts, replies, strict=True)]
+    assert all(f[: len(p)] == p for f, p in zip(full, prompt_ids, strict=True))
+    finished = full[0][len(prompt_ids[0]) :]
+    truncated = full[1][len(prompt_ids[1]) : -3]  # cut short by max_new_tokens: no end-of-turn
+    texts = policy_tok.batch_decode([finished, truncated], skip_special_tokens=True)
+    finished = finished + policy_tok.encode("\n") + [policy_tok.pad_token_id]  # what a sampler may give past its end
+    assert texts[1] != replies[1]
+
+    by_tokens = reward_fn(prompts, texts, prompt_ids=prompt_ids, completion_ids=[finished, truncated])
+    assert sorted(seen) == sorted([full[0], prompt_ids[1] + truncated])  # cut at the end-of-turn; none added
+    seen.clear()
+    by_text = reward_fn(prompts, texts)
+    assert by_tokens[0] == pytest.approx(by_text[0], abs=1e-5)  # a finished reply: the same score either way
+    # The text path renders the cut reply as a finished turn, with an end-of-turn it never produced.
+    assert prompt_ids[1] + truncated + [end] in seen and by_tokens[1] != pytest.approx(by_text[1], abs=1e-4)
+
+
+def test_model_source_with_another_tokenizer_renders_the_text(reward_model_dir, monkeypatch):
+    path, _, _ = reward_model_dir
+    other = build_tokenizer(["quite another corpus", "其他的文字"] * 20, vocab_size=280)
+    reward_fn = build_reward_fn([{"type": "model", "path": str(path)}], tokenizer=other, device="cpu")
+    scorer = reward_fn.sources[0][2]
+    assert not scorer.reads_policy_tokens
+    prompts, texts = [[{"role": "user", "content": "hello"}]], ["hello world"]
+    ids = [other.encode("hello")], [other.encode("hello world")]
+    assert reward_fn(prompts, texts, prompt_ids=ids[0], completion_ids=ids[1]) == reward_fn(prompts, texts)

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from alignment.errors import AlignmentError
+from alignment.rewards import RewardFunction
 from alignment.rl import ops
 from alignment.rl.padding import group_rows, grouped_response_forward, trim_padding
 from alignment.rl.rollout import left_pad, response_logits, response_logprobs, response_values, sample, score_head
@@ -241,11 +242,16 @@ class PPOTrainer:
                 ref_logprobs = logprobs_of(wrapper.policy)
         values = chunked(lambda ids, am, w: response_values(wrapper.value_model, ids, am, w))
 
-        texts = self.tokenizer.batch_decode(
-            [r[m.bool()].tolist() for r, m in zip(responses, mask, strict=True)], skip_special_tokens=True
-        )
+        completion_ids = [r[m.bool()].tolist() for r, m in zip(responses, mask, strict=True)]
+        texts = self.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
         n = len(texts)
-        raw = self.reward_fn(rows.get("prompt"), texts, rows.get("oracle") or [None] * n)
+        oracle = rows.get("oracle") or [None] * n
+        if isinstance(self.reward_fn, RewardFunction):  # its reward models score these very tokens where they can
+            raw = self.reward_fn(
+                rows.get("prompt"), texts, oracle, prompt_ids=rows["prompt_ids"], completion_ids=completion_ids
+            )
+        else:
+            raw = self.reward_fn(rows.get("prompt"), texts, oracle)
         if len(raw) != n or not all(math.isfinite(float(x)) for x in raw):
             raise AlignmentError(f"the reward function must return {n} finite floats, one per response; got {raw!r}")
         scores = torch.tensor([float(x) for x in raw], device=device)

@@ -1,15 +1,19 @@
 """Reward modelling with TRL's RewardTrainer: a one-label sequence classifier trained on preference pairs.
 
 Pairwise Bradley-Terry loss; a ``margin`` column in the data adds a margin, and ``trainer.center_rewards_coefficient``
-centres rewards around zero. The saved model is a standard HF sequence-classification model, usable as the reward
-(and value initialisation) for PPO, GRPO and RLOO.
+centres rewards around zero. Each reply is scored at its end-of-turn token, where the RL stages read the same model
+(:mod:`alignment.data.reward_input`; the pad token is never an end-of-turn token, see ``alignment.models``). The saved
+model is a standard HF sequence-classification model, usable as the reward (and value initialisation) for PPO, GRPO
+and RLOO.
 """
 
 from __future__ import annotations
 
+from datasets import Dataset
 from omegaconf import DictConfig
 
 from alignment import adapters
+from alignment.data.reward_input import reward_pair
 from alignment.data.transforms import validate_transforms
 from alignment.models import load_sequence_classifier, load_tokenizer, resolve_model_path
 from alignment.stages.inputs import KeepsLengthColumn, preference_data
@@ -17,12 +21,10 @@ from alignment.stages.stage_run import StageRun
 from alignment.stages.task_metrics import task_indices
 
 
-def _full_sequences(row: dict) -> dict:
-    """RewardTrainer scores whole sequences: prompt followed by each reply."""
-    return {
-        "chosen_ids": row["prompt_ids"] + row["chosen_ids"],
-        "rejected_ids": row["prompt_ids"] + row["rejected_ids"],
-    }
+def reward_rows(pairs: Dataset) -> Dataset:
+    """RewardTrainer's rows: the reward model's input for each reply (prompt + reply through its end-of-turn), the
+    same as every RL reward from this model reads (:mod:`alignment.data.reward_input`)."""
+    return pairs.map(reward_pair, desc="Joining prompts and replies")
 
 
 def run(cfg: DictConfig) -> dict:
@@ -41,9 +43,9 @@ def run(cfg: DictConfig) -> dict:
 
     train_ds, eval_ds = preference_data(cfg, tokenizer, stage)
     keep = ["chosen_ids", "rejected_ids"] + (["margin"] if "margin" in train_ds.column_names else [])
-    train_ds = train_ds.map(_full_sequences).select_columns([*keep, "length"])
+    train_ds = reward_rows(train_ds).select_columns([*keep, "length"])
     if eval_ds is not None:
-        eval_ds = eval_ds.map(_full_sequences)
+        eval_ds = reward_rows(eval_ds)
         # ``oracle`` stays for the per-task breakdown; the trainer's collator only takes its own columns.
         eval_ds = eval_ds.select_columns([c for c in [*keep, "length", "oracle"] if c in eval_ds.column_names])
 

@@ -307,3 +307,27 @@ def test_grouped_training_matches_dense_training(tok, monkeypatch):
 def test_group_by_length_must_be_a_bool():
     with pytest.raises(AlignmentError, match="group_by_length"):
         settings(group_by_length="yes").validate()
+
+
+def test_a_reward_model_sharing_the_tokenizer_scores_the_sampled_tokens(tok, tmp_path, monkeypatch):
+    from alignment.rewards import build_reward_fn
+
+    policy, ref, value = models(tok)
+    value.save_pretrained(tmp_path)  # a reward model with the policy's tokenizer
+    tok.save_pretrained(tmp_path)
+    reward_fn = build_reward_fn([{"type": "model", "path": str(tmp_path)}], tokenizer=tok, device="cpu")
+    scorer = reward_fn.sources[0][2]
+    seen = []
+    score = scorer._score
+    monkeypatch.setattr(scorer, "_score", lambda chunk: seen.extend(chunk) or score(chunk))
+    # A third of the vocabulary stops (the end-of-turn among them): a mix of finished and truncated replies.
+    stop = sorted(set(range(3, len(tok), 3)) | {tok.eos_token_id})
+    trainer = PPOTrainer(policy, ref, value, tok, reward_fn, dataset(tok), settings(max_new_tokens=6), stop)
+    rows = trainer._next_rows()
+    batch, _ = trainer._rollout(rows)
+    width = batch["width"]
+    responses = zip(rows["prompt_ids"], batch["input_ids"][:, width:], batch["mask"], strict=True)
+    sampled = [list(p) + r[m.bool()].tolist() for p, r, m in responses]
+    assert sorted(seen) == sorted(sampled)  # the very tokens sampled, prompt included
+    cut_short = [row for row in sampled if row[-1] not in stop]
+    assert cut_short and len(cut_short) < len(sampled)  # and a reply cut short got no end-of-turn
