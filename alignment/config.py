@@ -42,7 +42,33 @@ class DataConfig:
     path: str | None = field(
         default=None, metadata={"help": "Local json/jsonl/parquet file or dir, or Hub id; None = embedded data."}
     )
-    format: str = field(default="auto", metadata={"help": "auto or a format name (messages, sharegpt, alpaca, ...)."})
+    format: str = field(
+        default="auto",
+        metadata={"help": "auto or a format name (messages, sharegpt, alpaca, pku_saferlhf, ...; docs/data.md)."},
+    )
+    columns: dict[str, str] = field(
+        default_factory=dict,
+        metadata={
+            "help": "Rename the file's columns to a format's, e.g. {prompt: question, chosen: good, rejected: bad}."
+        },
+    )
+    converter: str | None = field(
+        default=None,
+        metadata={"help": "module:function or path/file.py:function mapping one raw row to a canonical row."},
+    )
+    pku_label: str = field(
+        default="better", metadata={"help": "PKU-SafeRLHF: which label picks chosen, better or safer."}
+    )
+    ties: str = field(
+        default="drop",
+        metadata={"help": "Chatbot Arena ties: drop, or keep (KTO: both sides labelled; SFT: a good tie's both)."},
+    )
+    margin: bool = field(
+        default=True,
+        metadata={
+            "help": "Add a 'margin' column from scores (UltraFeedback, SHP); the rm loss and margin_filter use it."
+        },
+    )
     train_split: str = "train"
     eval_split: str | None = field(default="test", metadata={"help": "Held-out split; None carves eval_fraction."})
     eval_fraction: float = field(default=0.05, metadata={"help": "Share of train held out when there is no split."})
@@ -177,6 +203,105 @@ class RewardConfig:
 
 
 @dataclass
+class LmEvalConfig:
+    """``eval.lm_eval.*``: EleutherAI lm-eval tasks run on the evaluated model (needs the ``eval`` extra)."""
+
+    tasks: list[str] = field(
+        default_factory=list,
+        metadata={"help": "lm-eval task names, e.g. [aster_identity_mc] (shipped in data/lm_eval)."},
+    )
+    include_path: list[str] = field(
+        default_factory=list, metadata={"help": "More local task dirs; data/lm_eval is always included."}
+    )
+    num_fewshot: int | None = None
+    limit: int | None = field(default=None, metadata={"help": "At most this many rows per task; None = all."})
+    batch_size: int = 8
+    apply_chat_template: bool = field(
+        default=True, metadata={"help": "Render each question with the model's chat template (a chat model's way)."}
+    )
+
+
+@dataclass
+class EvalConfig:
+    """``eval.*`` of ``stage=eval`` (docs/stages.md)."""
+
+    kind: str = field(default="auto", metadata={"help": "auto (from the model's config), policy or reward_model."})
+    loss: bool = field(default=True, metadata={"help": "Held-out loss and perplexity (policies), as SFT computes it."})
+    generate: bool = field(default=True, metadata={"help": "Sample held-out prompts (oracle_eval.*) and score them."})
+    batch_size: int = field(default=2, metadata={"help": "Rows per forward for the held-out loss (as stage=sft)."})
+    packing: bool = field(default=True, metadata={"help": "Pack held-out rows for the loss, as stage=sft does."})
+    against: str | None = field(default=None, metadata={"help": "Another model to measure the win rate against."})
+    judge: str = field(default="oracle", metadata={"help": "Who judges the win rate: oracle or a reward model dir."})
+    lm_eval: LmEvalConfig = field(default_factory=LmEvalConfig)
+
+
+@dataclass
+class CompareConfig:
+    """``compare.*`` of ``stage=compare``: several models answer the same prompts, side by side."""
+
+    models: list[Any] = field(
+        default_factory=list,
+        metadata={"help": "Model dirs, 'label=path' or {label, path}; empty = every stage of output_dir + its base."},
+    )
+    prompts: list[Any] = field(default_factory=list, metadata={"help": "Prompts (strings or message lists)."})
+    prompts_file: str | None = field(default=None, metadata={"help": "A json/jsonl file of prompts (prompt column)."})
+    builtin: bool = field(
+        default=True, metadata={"help": "Ask the identity questions (English, Chinese) and one more."}
+    )
+    held_out: int = field(default=3, metadata={"help": "Held-out prompts (with their oracle) added to the others."})
+    max_new_tokens: int = 48
+    batch_size: int = 16
+    reward_model: str | None = field(
+        default=None, metadata={"help": "Also score with this reward model; None = the run's rm step, if any."}
+    )
+
+
+@dataclass
+class ChatRulesConfig:
+    """``chat.rules.*``: rule-based processing around the model in ``stage=chat``."""
+
+    unicode_form: str | None = field(default="NFKC", metadata={"help": "Normalise input: NFC, NFKC, ... or None."})
+    collapse_whitespace: bool = field(default=True, metadata={"help": "Strip input and squeeze runs of spaces."})
+    blocked_patterns: list[str] = field(
+        default_factory=list, metadata={"help": "Regexes (case-insensitive): matching input gets blocked_reply."}
+    )
+    blocked_reply: str = "Sorry, I can't help with that."
+    stop_strings: list[str] = field(default_factory=list, metadata={"help": "Cut a reply at the first of these."})
+    banned_phrases: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Phrases replaced in replies (case-insensitive) by banned_replacement."},
+    )
+    banned_replacement: str = "[filtered]"
+
+
+@dataclass
+class ChatConfig:
+    """``chat.*`` of ``stage=chat``: a multi-turn chat in the terminal (or through a pipe)."""
+
+    system: str | None = field(default=None, metadata={"help": "A system prompt; /system <text> changes it."})
+    max_new_tokens: int = 128
+    temperature: float = field(default=0.0, metadata={"help": "0 = greedy."})
+    stream: bool = field(default=True, metadata={"help": "Print tokens as they are generated."})
+    rules: ChatRulesConfig = field(default_factory=ChatRulesConfig)
+
+
+@dataclass
+class HubConfig:
+    """``hub.*``: publish the finished model to the Hugging Face Hub (docs/publishing.md)."""
+
+    push: bool = field(
+        default=False,
+        metadata={
+            "help": "After the stage (a pipeline: its last model) finished, upload its model/ dir, card included. "
+            "Token from HF_TOKEN or `hf auth login`."
+        },
+    )
+    model_id: str | None = field(default=None, metadata={"help": "The repo to push to, user/name (or org/name)."})
+    private: bool = field(default=False, metadata={"help": "Create the repo private (when it does not exist yet)."})
+    revision: str | None = field(default=None, metadata={"help": "Branch to push to; None = the default branch."})
+
+
+@dataclass
 class AlignConfig:
     """The root config: one stage, the models and data it uses, and the run's settings."""
 
@@ -189,6 +314,10 @@ class AlignConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     oracle_eval: OracleEvalConfig = field(default_factory=OracleEvalConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
+    hub: HubConfig = field(default_factory=HubConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
+    chat: ChatConfig = field(default_factory=ChatConfig)
     ref_model: str | None = field(default=None, metadata={"help": "Reference model dir; None = the start model."})
     value_model: str | None = field(default=None, metadata={"help": "PPO value model init; None = reward model."})
     pipeline: Any = field(default=None, metadata={"help": "Chosen with pipeline=<name>: ordered steps to run."})
@@ -232,7 +361,8 @@ def _field_type(tp: Any) -> Any:
 
 
 # TRL fields the run sets itself: output_dir from ``output_dir``, seed from ``seed``, report_to from ``tracking``,
-# max_length from ``data.max_length`` (one length for the data layer and the trainer).
+# max_length from ``data.max_length`` (one length for the data layer and the trainer). Publishing is ``hub.*``: TRL's
+# push_to_hub uploads the whole output dir (checkpoints, logs) while training; ``hub.push`` uploads the finished model.
 _MANAGED = {"output_dir", "report_to", "run_name", "seed", "max_length", "push_to_hub", "hub_model_id", "hub_token"}
 
 

@@ -5,6 +5,9 @@ takes ``inputs`` from (``model``, ``ref_model``, ``reward_model``, ``value_model
 pairs a ``generate``/``label`` step wrote, as its ``data.path``) and any per-step settings
 (``trainer: {beta: 0.2}``). Step ``<name>`` writes ``<output_dir>/<name>/``.
 
+A pipeline ends with a ``compare`` step (``stage=compare``: every model of the run side by side, compare.md and
+compare.html) unless its config says ``compare: false`` (``pipeline.compare=false`` on the command line).
+
 ``pipeline.json`` records each step's status, start and end times, output path and a hash of its resolved config and
 of its inputs' hashes. Re-running the same command skips finished steps whose hash is unchanged and resumes the
 interrupted one; if a finished step's config changed, it and every later step run again.
@@ -33,6 +36,23 @@ log = logging.getLogger("alignment")
 INPUT_KINDS = ("model", "ref_model", "reward_model", "value_model", "data")
 # Steps whose output is data, not a model: the file an `inputs: {data: <step>}` step reads as its data.path.
 DATA_OUTPUTS = {"generate": "generations.jsonl", "label": "pairs.jsonl"}
+# Settings blocks that belong to one stage each: another stage's step does not hash them (changing compare.* must not
+# retrain the sft step).
+STAGE_BLOCKS = ("eval", "compare", "chat")
+COMPARE_STEP = "compare"
+
+
+def add_compare_step(pipe: DictConfig) -> None:
+    """Append the ``compare`` step to ``pipe.steps`` unless ``pipe.compare`` is false or a step already compares."""
+    if pipe.get("compare", True) is False or any(str(s.get("stage")) == "compare" for s in pipe.steps.values()):
+        return
+    if COMPARE_STEP in pipe.steps:
+        raise AlignmentError(
+            f"pipeline '{pipe.get('name')}' has a step named '{COMPARE_STEP}' that is not stage=compare; rename it, "
+            "or set compare: false in the pipeline"
+        )
+    with open_dict(pipe):
+        pipe.steps[COMPARE_STEP] = {"stage": "compare"}
 
 
 def config_hash(cfg: DictConfig, input_hashes: dict[str, str]) -> str:
@@ -40,6 +60,9 @@ def config_hash(cfg: DictConfig, input_hashes: dict[str, str]) -> str:
     data = OmegaConf.to_container(cfg, resolve=True)
     for key in HASH_EXCLUDED:
         data.pop(key, None)
+    for key in STAGE_BLOCKS:
+        if key != str(cfg.get("stage")):
+            data.pop(key, None)
     for key in HASH_EXCLUDED_DISTRIBUTED:
         (data.get("distributed") or {}).pop(key, None)
     blob = json.dumps({"config": data, "inputs": input_hashes}, sort_keys=True, default=str)
@@ -65,6 +88,8 @@ def compose_step(
 
     if "stage" not in step:
         raise AlignmentError(f"pipeline step '{name}' has no 'stage'")
+    if str(step.stage) in STAGE_BLOCKS:  # a stage that trains nothing takes no trainer.* settings
+        overrides = [o for o in overrides if not o.lstrip("+~").startswith("trainer.")]
     cfg = compose(config_name="config", overrides=[f"stage={step.stage}", *overrides])
     settings = {k: v for k, v in OmegaConf.to_container(step, resolve=True).items() if k not in ("stage", "inputs")}
     try:
@@ -113,6 +138,7 @@ def run_pipeline(cfg: DictConfig, task_overrides: list[str], sweep_dir: Path | N
     pipe = cfg.pipeline
     if not pipe.get("steps"):
         raise AlignmentError(f"pipeline '{pipe.get('name')}' has no steps")
+    add_compare_step(pipe)
     from alignment.preflight import check_pipeline_steps
 
     # Every step composed (compose_step) and its TRL settings built before the first one runs: a bad value in the
@@ -132,6 +158,8 @@ def run_pipeline(cfg: DictConfig, task_overrides: list[str], sweep_dir: Path | N
     for name, step in pipe.steps.items():
         step_cfg = compose_step(name, step, overrides, str(run_dir), outputs)
         inputs = {k: hashes[v] for k, v in (step.get("inputs") or {}).items()}
+        if str(step.stage) == "compare":  # it reads every earlier step's model (and must not be shared in a sweep)
+            inputs = {f"step:{k}": v for k, v in hashes.items()}
         digest = config_hash(step_cfg, inputs)
         hashes[name] = digest
         stage_dir = run_dir / name

@@ -75,7 +75,7 @@ def test_iterative_dpo_round_two_samples_from_round_one_policy(tmp_path):
     (run,) = cli_in_one_process([["pipeline=iterative_dpo", f"output_dir={tmp_path}", *short]])
     assert run["code"] == 0, run["stderr"][-3000:]
     manifest = json.loads((tmp_path / "pipeline.json").read_text(encoding="utf-8"))
-    assert [(s["name"], s["status"]) for s in manifest["steps"]] == [(s, "done") for s in STEPS]
+    assert [(s["name"], s["status"]) for s in manifest["steps"]] == [(s, "done") for s in [*STEPS, "compare"]]
 
     cfg = {name: _config(tmp_path / name / "config.yaml") for name in STEPS}
     model = {name: str(tmp_path / name / "model") for name in ("sft", "dpo1")}

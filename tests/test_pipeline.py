@@ -24,7 +24,7 @@ def test_pipeline_dpo_chains_sft_into_dpo_and_records_each_step(tmp_path):
     manifest = json.loads((tmp_path / "pipeline.json").read_text(encoding="utf-8"))
     assert manifest["pipeline"] == "dpo"
     steps = {s["name"]: s for s in manifest["steps"]}
-    assert list(steps) == ["sft", "dpo"]
+    assert list(steps) == ["sft", "dpo", "compare"]  # pipelines end with a compare step
     for name, step in steps.items():
         assert step["status"] == "done" and step["output"] == str(tmp_path / name)
         assert re.fullmatch(r"[0-9a-f]{16}", step["config_hash"])

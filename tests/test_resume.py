@@ -144,7 +144,7 @@ def test_pipeline_resumes_mid_second_step_and_reruns_after_a_config_edit(tmp_pat
     dpo = json.loads(resumed["files"][files[1]]["text"])
     assert dpo["resumed_from_step"] > 0 and dpo["global_step"] == 6
     manifest = json.loads(resumed["files"][files[2]]["text"])
-    assert [s["status"] for s in manifest["steps"]] == ["done", "done"]
+    assert [s["status"] for s in manifest["steps"]] == ["done", "done", "done"]  # sft, dpo, compare
 
     # Editing the first step's config re-runs it and every later step, from scratch, and says so in one line.
     assert edited["code"] == 0, edited["stderr"][-3000:]

@@ -78,7 +78,7 @@ def test_lora_sft_outputs_load_and_generate(dpo_lora_run):
 
 def test_lora_dpo_on_lora_sft_starts_from_the_sft_model_as_reference(dpo_lora_run):
     manifest = json.loads((dpo_lora_run / "pipeline.json").read_text(encoding="utf-8"))
-    assert [s["status"] for s in manifest["steps"]] == ["done", "done"]
+    assert [s["status"] for s in manifest["steps"]] == ["done", "done", "done"]  # sft, dpo, compare
     metrics = read_metrics(dpo_lora_run / "dpo")
     assert 0 < metrics["trainable_params"] < 0.6 * metrics["total_params"]
     rows = [json.loads(line) for line in (dpo_lora_run / "dpo" / "log_history.jsonl").open(encoding="utf-8")]

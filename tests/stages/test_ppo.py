@@ -130,7 +130,12 @@ def test_rlhf_pipeline_wires_sft_into_rm_and_both_into_ppo(tmp_path):
         "data.max_eval_rows=32",
     )
     manifest = json.loads((tmp_path / "pipeline.json").read_text(encoding="utf-8"))
-    assert [(s["name"], s["status"]) for s in manifest["steps"]] == [("sft", "done"), ("rm", "done"), ("ppo", "done")]
+    assert [(s["name"], s["status"]) for s in manifest["steps"]] == [
+        ("sft", "done"),
+        ("rm", "done"),
+        ("ppo", "done"),
+        ("compare", "done"),
+    ]
     rm_cfg = yaml.safe_load((tmp_path / "rm" / "config.yaml").read_text(encoding="utf-8"))
     assert rm_cfg["model"]["path"] == str(tmp_path / "sft" / "model")
     cfg = yaml.safe_load((tmp_path / "ppo" / "config.yaml").read_text(encoding="utf-8"))
