@@ -28,6 +28,7 @@ from alignment.config import register_configs  # noqa: E402
 from alignment.errors import AlignmentError  # noqa: E402
 from alignment.paths import CONF_DIR  # noqa: E402
 from alignment.preflight import check_config  # noqa: E402
+from alignment.publish import check_hub, push_model  # noqa: E402
 from alignment.run_lock import run_lock  # noqa: E402
 from alignment.secrets import install_log_filter, scrub_files  # noqa: E402
 from alignment.sweep import job_objective, record_failure, start_job  # noqa: E402
@@ -49,9 +50,11 @@ def _run(cfg: DictConfig) -> float | None:
         with open_dict(cfg):
             cfg.output_dir = hydra_cfg.runtime.output_dir
         check_config(cfg)  # before any heavy import or model load
+        check_hub(cfg, multirun)  # hub.push: repo id and token now, not after training
         with run_lock(cfg.output_dir):  # one run per output dir (alignment/run_lock.py)
             start_job(cfg, overrides, multirun)
             _work(cfg, overrides, multirun)
+            push_model(cfg)  # hub.push: the finished model to the Hub (alignment/publish.py)
             return job_objective(cfg)
     except KeyboardInterrupt as err:  # outside training (loading, evaluation): nothing new was kept
         _exit(err, debug, 130, f"interrupted; nothing new was kept in {cfg.output_dir}. Run the same command to go on")

@@ -95,6 +95,11 @@ def _keys_beside(full_key: str, overrides: list[str]) -> list[str]:
 
 
 def _unknown_key(key: str, known: list[str]) -> AlignmentError:
+    if key.startswith("trainer.") and key.split(".", 1)[1] in ("push_to_hub", "hub_model_id", "hub_token"):
+        return AlignmentError(
+            f"unknown config key '{key}': publishing is hub.push=true hub.model_id=<user>/<name>, which uploads the "
+            "finished model/ with its card (token from HF_TOKEN or `hf auth login`; docs/publishing.md)"
+        )
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     hint = f"did you mean '{close[0]}'? " if close else ""
     return AlignmentError(

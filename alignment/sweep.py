@@ -30,8 +30,8 @@ from alignment.errors import AlignmentError
 log = logging.getLogger("alignment")
 
 FAILED = "failed.json"
-# Overrides that do not change what a run computes, or only name it: left out of its dir name.
-_NOT_IN_NAME = ("output_dir", "resume", "debug", "hydra")
+# Overrides that do not change what a run computes, or only name it or publish it: left out of its dir name.
+_NOT_IN_NAME = ("output_dir", "resume", "debug", "hydra", "hub")
 _MAX_NAME = 120
 
 

@@ -36,6 +36,7 @@ HASH_EXCLUDED = (
     "sweep",
     "vars",
     "evaluate_before",
+    "hub",
 )
 _HASH_EXCLUDED_TRAINER = ("save_steps", "save_total_limit", "save_strategy", "logging_steps")
 # Launch plumbing; machine_rank also differs between the machines of one multi-node run, which must agree on the hash.

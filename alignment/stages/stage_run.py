@@ -195,6 +195,9 @@ class StageRun:
             truncate_log_history(self.dir / "log_history.jsonl", step)
         trainer.add_callback(NonFiniteGuard(self.dir))
         trainer.add_callback(CheckpointManifest())
+        # TRL drafts a card into the stage dir at every checkpoint, naming a local base model "None"; the stage writes
+        # the model's own card into model/ when it finishes.
+        trainer.create_model_card = _no_trl_card
         attach_live_records(trainer, self.name, self.dir, self.cfg.get("save_every_minutes"))
         with interrupt.during_training():
             try:
@@ -250,7 +253,13 @@ class StageRun:
     def save_model(self, model, tokenizer, subdir: str = "model") -> Path:
         """Save model and tokenizer to ``<subdir>/`` atomically; a PEFT model also its adapter (see
         :func:`alignment.stages.saved_model.save_model`; ``peft.merge`` says whether ``<subdir>/`` is merged)."""
-        return save_model(self.dir, model, tokenizer, subdir, merge=self.cfg.peft.get("merge", True))
+        lineage = None
+        if subdir == "model":  # the stage's own model: where it came from (alignment/lineage.py), for its card
+            from alignment.lineage import stage_lineage
+            from alignment.models import resolve_model_path
+
+            lineage = stage_lineage(self.cfg, self.name, resolve_model_path(self.cfg.model))
+        return save_model(self.dir, model, tokenizer, subdir, merge=self.cfg.peft.get("merge", True), lineage=lineage)
 
     def fit(self, trainer, tokenizer, oracle: bool = True) -> dict[str, float]:
         """The recipe every TRL stage shares: held-out metrics (and oracle reward) before, train (resuming when a
@@ -270,8 +279,12 @@ class StageRun:
         return self.finish()
 
     def finish(self) -> dict[str, float]:
-        """Write ``metrics.json`` (atomically, last): the stage is complete."""
+        """Write the saved model's card (``model/README.md``, alignment/model_card.py), then ``metrics.json``
+        (atomically, last): the stage is complete."""
         if is_main_process():
+            from alignment.model_card import write_cards
+
+            write_cards(self.dir, self.metrics, self.cfg.get("hub", {}).get("model_id"))
             write_atomic(self.dir / "metrics.json", json.dumps(self.metrics, indent=2, sort_keys=True) + "\n")
         log.info("%s finished: %s", self.name, self.dir)
         self.close()
@@ -280,6 +293,10 @@ class StageRun:
     def close(self, err: BaseException | None = None) -> None:
         """Detach this stage's ``train.log``; with ``err``, write it there first (the traceback at debug level)."""
         self._train_log.close(err)
+
+
+def _no_trl_card(*args: Any, **kwargs: Any) -> None:
+    return None
 
 
 def warn_if_base_model(cfg: DictConfig) -> None:
