@@ -128,13 +128,9 @@ def _assistant_spans(tokenizer, messages, full: str, targets: list[int], tools, 
             continue
         start, end = reply
         if i > 0 and ends.gen_prompt:
-            prompt = render(tokenizer, messages[:i], gen=True, tools=tools)
-            if len(prompt) <= start and full.startswith(prompt):
-                start = len(prompt)
-        elif i > 0 and ends.header:  # no generation prompt: the reply starts after the header that follows a user
-            before = content_span(tokenizer, messages, i - 1, full, tools)
-            if before and full.startswith(ends.header, before[1]) and before[1] + len(ends.header) <= start:
-                start = before[1] + len(ends.header)
+            start = _start_after_gen_prompt(tokenizer, messages, i, full, tools, start)
+        elif i > 0:
+            start = _start_without_gen_prompt(tokenizer, messages, i, full, tools, ends, start)
         bound = len(full)
         if i + 1 < len(messages):  # the turn's end must come before the next message's content
             following = content_span(tokenizer, messages, i + 1, full, tools)
@@ -148,6 +144,33 @@ def _assistant_spans(tokenizer, messages, full: str, targets: list[int], tools, 
             end = len(full) + len(appended)
         spans.append((start, end))
     return spans, appended
+
+
+def _start_after_gen_prompt(tokenizer, messages, i: int, full: str, tools, start: int) -> int:
+    """Where reply ``i`` starts: where the generation prompt ends; ``start`` (its text) if that is not found."""
+    prompt = render(tokenizer, messages[:i], gen=True, tools=tools)
+    if len(prompt) <= start and full.startswith(prompt):
+        return len(prompt)
+    # The conversation so far renders differently once a reply follows (gpt-oss drops a call's analysis text once a
+    # final answer follows): the reply starts after the last generation-prompt header before its text.
+    bare = render(tokenizer, messages[:i], gen=False, tools=tools)
+    header = prompt[len(bare) :] if prompt.startswith(bare) else ""
+    before = content_span(tokenizer, messages, i - 1, full, tools)
+    pos = full.rfind(header, before[1] if before and before[1] <= start else 0, start) if header else -1
+    return pos + len(header) if pos >= 0 else start
+
+
+def _start_without_gen_prompt(tokenizer, messages, i: int, full: str, tools, ends: TurnEnds, start: int) -> int:
+    """Where reply ``i`` starts under a template without a generation prompt; ``start`` (its text) if unknown."""
+    before = render(tokenizer, messages[:i], gen=False, tools=tools)
+    at = len(before) + len(ends.header)
+    if full.startswith(before) and full.startswith(ends.header, len(before)) and at <= start:
+        return at  # after the conversation so far and the reply header
+    if messages[i - 1]["role"] == "user" and ends.after_user:  # the prompt render differs (Mistral's system prompt)
+        user = content_span(tokenizer, messages, i - 1, full, tools)
+        if user and full.startswith(ends.after_user, user[1]) and user[1] + len(ends.after_user) <= start:
+            return user[1] + len(ends.after_user)
+    return start
 
 
 def _label(ids: list[int], offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[int]:

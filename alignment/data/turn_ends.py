@@ -43,9 +43,11 @@ class TurnEnds:
     append_after_call: str  # the same after a final tool call (GLM: <|observation|>, where the result will follow)
     gen_prompt: bool  # whether add_generation_prompt adds anything (a role header) to a prompt
     calls: CallStyle | None  # how the template takes tool calls; None when it renders none
-    # Without a generation prompt: what the template writes between a user message and the reply (Mistral's
-    # [/INST]); a reply, tool call included, starts after it.
+    # Without a generation prompt, where a reply (a tool call included) starts: after ``header``, what the template
+    # writes between the conversation so far and the reply ("" for Mistral, "assistant: " for a plain-text
+    # template), or after ``after_user``, what it writes between a user's text and the reply (Mistral's [/INST]).
     header: str = ""
+    after_user: str = ""
 
 
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -87,14 +89,14 @@ def _ordered(ends: TurnEnds) -> list[str]:
 def _learn(tokenizer) -> TurnEnds:
     calls = call_style(lambda messages: render(tokenizer, messages, gen=False))
     gen_prompt = render(tokenizer, PROBE[:1], gen=True) != render(tokenizer, PROBE[:1], gen=False)
-    header = "" if gen_prompt else _reply_header(tokenizer)
+    header, after_user = ("", "") if gen_prompt else _reply_headers(tokenizer)
     after_final, after_history = _after_reply(tokenizer, PROBE[:2], PROBE, content_span)
 
     # Comparing tokens, not characters, keeps Phi-3's <|end|>\n<|endoftext|> from matching a following <|user|> on <|
     final_ids, history_ids = tokenize(tokenizer, after_final)[0], tokenize(tokenizer, after_history)[0]
     common = decode(tokenizer, final_ids[: common_prefix_len(final_ids, history_ids)]).strip()
     if common:
-        return TurnEnds((common,), "", "", gen_prompt, calls, header)
+        return TurnEnds((common,), "", "", gen_prompt, calls, header, after_user)
 
     first_final, first_history = _first_special(tokenizer, after_final), _first_special(tokenizer, after_history)
     closed = bool(after_final.strip())
@@ -105,7 +107,7 @@ def _learn(tokenizer) -> TurnEnds:
         markers.append(_next_role_token(tokenizer, {"role": "system", "content": "Be brief."}))
     markers = tuple(dict.fromkeys(m for m in markers if m))
     append = append if append in markers else ""
-    return TurnEnds(markers, append, call_end if append else "", gen_prompt, calls, header)
+    return TurnEnds(markers, append, call_end if append else "", gen_prompt, calls, header, after_user)
 
 
 def _after_reply(tokenizer, final_probe, history_probe, locate) -> tuple[str, str]:
@@ -153,7 +155,11 @@ def _next_role_token(tokenizer, message: dict) -> str:
         return ""
 
 
-def _reply_header(tokenizer) -> str:
+def _reply_headers(tokenizer) -> tuple[str, str]:
+    prompt = render(tokenizer, PROBE[:1], gen=False)
     full = render(tokenizer, PROBE[:2], gen=False)
     user, reply = content_span(tokenizer, PROBE[:2], 0, full), content_span(tokenizer, PROBE[:2], 1, full)
-    return full[user[1] : reply[0]] if user and reply and user[1] <= reply[0] else ""
+    if not (user and reply and user[1] <= reply[0]):
+        return "", ""
+    header = full[len(prompt) : reply[0]] if full.startswith(prompt) and len(prompt) <= reply[0] else ""
+    return header, full[user[1] : reply[0]]
