@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 
-from alignment.data.chat import Messages, encode_preference
+from alignment.data.chat import Messages, Tools, encode_preference
 
 
 def reward_pair(encoded: Mapping[str, list[int]]) -> dict[str, list[int]]:
@@ -21,12 +21,14 @@ def reward_pair(encoded: Mapping[str, list[int]]) -> dict[str, list[int]]:
     }
 
 
-def encode_reward_input(tokenizer, prompt: Messages, reply: Messages, max_length: int | None = None) -> list[int]:
+def encode_reward_input(
+    tokenizer, prompt: Messages, reply: Messages, max_length: int | None = None, tools: Tools = None
+) -> list[int]:
     """The reward model's input for one reply: exactly the chosen side of a preference pair with that reply.
 
     ``max_length`` cuts as ``encode_preference`` does: the prompt from the left first, then the reply from the right.
     """
-    return reward_pair(encode_preference(tokenizer, prompt, reply, reply, max_length))["chosen_ids"]
+    return reward_pair(encode_preference(tokenizer, prompt, reply, reply, max_length, tools))["chosen_ids"]
 
 
 def sampled_reward_input(

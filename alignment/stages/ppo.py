@@ -3,7 +3,8 @@
 Recipe: policy and reference (the policy's start, or the adapter-free base under LoRA) -> value model (from the
 reward model by default, else ``value_model``, else the policy) -> prompts from the data layer -> rollouts and clipped
 updates (``alignment.rl.ppo``) -> oracle reward before and after -> save the policy (``model/``) and the value model
-(``value_model/``).
+(``value_model/``). A reward model that shares the policy's tokenizer scores the sampled tokens themselves, so a reply
+cut short is not given an end-of-turn it never produced; one with another tokenizer scores the decoded text.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from alignment import adapters, interrupt
 from alignment.data import turn_end_token_ids
 from alignment.errors import AlignmentError
-from alignment.models import load_causal_lm, load_sequence_classifier, load_tokenizer, resolve_model_path
+from alignment.models import load_causal_lm, load_sequence_classifier, load_tokenizer, locate_model, resolve_model_path
 from alignment.rl import checkpoint as checkpoints
 from alignment.rl.ppo import PPOTrainer, settings_from_dict
 from alignment.secrets import scrub
@@ -30,10 +31,10 @@ log = logging.getLogger("alignment")
 def value_model_path(cfg: DictConfig, policy_path: str) -> str:
     """``value_model`` if set, else the first reward model, else the policy (a fresh value head)."""
     if cfg.value_model:
-        return str(cfg.value_model)
-    for source in cfg.reward.sources:
+        return locate_model(cfg.value_model, "value_model")
+    for i, source in enumerate(cfg.reward.sources):
         if source.type == "model" and source.path:
-            return str(source.path)
+            return locate_model(source.path, f"reward.sources.{i}.path")
     return policy_path
 
 
@@ -92,7 +93,7 @@ def run(cfg: DictConfig) -> dict:
     settings = settings_from_dict(OmegaConf.to_container(cfg.trainer, resolve=True) | {"seed": int(cfg.seed)})
     path = resolve_model_path(cfg.model)
     tokenizer = load_tokenizer(path, cfg.model)
-    policy = load_causal_lm(path, cfg.model)
+    policy = load_causal_lm(path, cfg.model, tokenizer=tokenizer)
     value = load_sequence_classifier(value_model_path(cfg, path), cfg.model, tokenizer)
     adapter = adapters.prepare(policy, cfg.peft, stage="ppo")
     reference = None
@@ -100,7 +101,8 @@ def run(cfg: DictConfig) -> dict:
         policy = get_peft_model(policy, adapter)
         value = get_peft_model(value, adapters.prepare(value, cfg.peft, stage="ppo"))
     else:
-        reference = load_causal_lm(str(cfg.ref_model) if cfg.ref_model else path, cfg.model)
+        ref_path = locate_model(cfg.ref_model, "ref_model") if cfg.ref_model else path
+        reference = load_causal_lm(ref_path, cfg.model, tokenizer=tokenizer)  # the policy's vocabulary and pad
     if not cfg.reward.sources:
         raise AlignmentError("stage=ppo needs a reward: reward=oracle, reward=model reward.sources.0.path=RUN/rm, ...")
     reward_fn = reward_function(cfg, tokenizer)
