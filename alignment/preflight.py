@@ -247,12 +247,13 @@ def _check_pipeline(pipe: DictConfig) -> list[tuple[str, dict]]:
 def _check_data(data: DictConfig, stage: str, where: str, path: bool = True) -> None:
     """``data.*``: format, values, transforms and (with ``path``) the file and its first rows."""
     from alignment.data.formats import FORMATS, detect_format
-    from alignment.data.loading import local_path_missing, peek_rows
+    from alignment.data.loading import check_options, local_path_missing, peek_rows
 
     if str(data.format) != "auto" and data.format not in FORMATS:
         raise AlignmentError(f"data.format='{data.format}' is not a format; use auto or one of: {', '.join(FORMATS)}")
     if data.on_error not in ("raise", "skip"):
         raise AlignmentError(f"data.on_error='{data.on_error}' must be raise or skip")
+    check_options(data)
     _check_data_values(data)
     transforms = data.get("transforms")
     if transforms and stage not in PAIR_STAGES:
@@ -271,8 +272,8 @@ def _check_data(data: DictConfig, stage: str, where: str, path: bool = True) -> 
     if local_path_missing(str(path)):
         local = Path(str(path)).expanduser()
         raise AlignmentError(f"data file not found: {local} (resolved to {local.absolute()}). Check data.path.")
-    if str(data.format) == "auto" and stage in DATA_KIND:
-        head = peek_rows(str(path), split=str(data.train_split))
+    if str(data.format) == "auto" and stage in DATA_KIND and not data.get("converter"):
+        head = peek_rows(str(path), split=str(data.train_split), columns=data.get("columns"))
         if head and head[1]:
             detect_format(head[1], where=head[0])
 
@@ -304,12 +305,9 @@ def _check_data_values(data: DictConfig) -> None:
 def _check_model_path(path, key: str) -> None:
     if not path or _is_interpolation(path):
         return
-    from alignment.models import resolve_model_path
+    from alignment.models import locate_model
 
-    try:
-        resolve_model_path(OmegaConf.create({"path": str(path), "name": "hf"}))
-    except AlignmentError as err:
-        raise AlignmentError(re.sub(r"^model\.path", key, str(err))) from err
+    locate_model(path, key)
 
 
 def _is_interpolation(value) -> bool:
