@@ -359,3 +359,24 @@ def test_a_named_format_that_does_not_fit_names_the_columns_and_the_formats_that
     message = str(err.value)
     assert "shp.jsonl, line 1: missing field 'better_response_id' (columns here: ['c_root_id_A'" in message
     assert "these columns fit shp: set data.format=shp or auto" in message
+
+
+def test_peek_rows_reads_csv_and_saved_datasets_cheaply_and_renames_columns(tmp_path: Path) -> None:
+    import datasets
+
+    from alignment.data.loading import peek_rows
+
+    where, rows = peek_rows(SAMPLES / "preference.csv", n=1)
+    assert where.endswith("preference.csv") and rows == [
+        {
+            "prompt": "Name a fruit, please.",
+            "chosen": "An apple, for example.",
+            "rejected": "A carrot.",
+            "score_chosen": 9,
+            "score_rejected": 2.5,
+            "source": "synthetic",
+        }
+    ]
+    datasets.DatasetDict({"train": datasets.Dataset.from_list([{"q": "问", "a": "答"}])}).save_to_disk(str(tmp_path))
+    assert peek_rows(tmp_path, columns={"prompt": "q"}) == (str(tmp_path), [{"a": "答", "prompt": "问"}])
+    assert peek_rows(tmp_path, split="test") is None  # the run reports the missing split
