@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from datasets import Dataset
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from alignment import adapters
 from alignment.data import load_train_eval, tokenize_preference
 from alignment.data.sources import data_source
 from alignment.data.transforms import transform_train_rows
 from alignment.errors import AlignmentError
-from alignment.models import load_causal_lm, load_tokenizer, resolve_model_path
+from alignment.models import load_causal_lm, load_tokenizer, locate_model, resolve_model_path
 from alignment.stages.stage_run import StageRun
 
 
@@ -37,7 +37,7 @@ def reference_path(cfg: DictConfig) -> str:
     """The reference model's dir or Hub id: ``ref_model`` (a model dir or a stage dir) or else the policy's start."""
     if not cfg.get("ref_model"):
         return resolve_model_path(cfg.model)
-    return resolve_model_path(OmegaConf.create({**OmegaConf.to_container(cfg.model), "path": str(cfg.ref_model)}))
+    return locate_model(cfg.ref_model, "ref_model")
 
 
 def needs_separate_reference(cfg: DictConfig) -> bool:
