@@ -7,8 +7,10 @@ trained is found by rendering, never by searching for role names:
 
 * the text a turn *generates* starts where ``render(messages[:i], add_generation_prompt=True)`` ends, when that
   render is a prefix of the full one (so Qwen3's ``<think>`` block of the final turn is trained, the
-  ``<|im_start|>assistant\\n`` header is not); otherwise, or when the template has no generation prompt, it starts
-  at the content;
+  ``<|im_start|>assistant\\n`` header is not); otherwise after the last generation-prompt header before the reply
+  (history turns that render differently, gpt-oss after a call). Under a template without a generation prompt it
+  starts after the conversation so far and the reply header learned from a probe (Mistral: after ``[/INST]``, so
+  ``[TOOL_CALLS]`` is trained), else at the content;
 * a message's content, and the arguments of its tool calls, are located by rendering the conversation again with
   them swapped for a sentinel and diffing the two renders (``render.py``);
 * the turn then runs through the text that ends it (``<|im_end|>``, ``<|eot_id|>``, ``<|end|>``/``<|return|>``/
