@@ -230,3 +230,22 @@ def test_saved_models_carry_their_card_and_a_portable_adapter(tmp_path, monkeypa
     ids = torch.tensor([[3, 40, 41, 42, 43, 44]])
     with torch.no_grad():
         assert torch.allclose(merged(input_ids=ids).logits, from_adapter(input_ids=ids).logits, atol=1e-4)
+
+
+def test_hub_settings_keep_the_run_dir_and_config_hash(monkeypatch, tmp_path):
+    """Adding hub.push to a finished run's command finds that run (same dir, same hash): it only pushes."""
+    from alignment.stages.run_state import stage_config_hash
+    from alignment.sweep import default_output_dir
+
+    command = ["alignment", "stage=dpo", "trainer.beta=0.2"]
+    monkeypatch.setattr(sys, "argv", command)
+    plain = default_output_dir()
+    monkeypatch.setattr(sys, "argv", [*command, "hub.push=true", "hub.model_id=me/tiny-dpo"])
+    assert default_output_dir() == plain != "outputs/dpo"
+    cfg = _cfg(tmp_path)
+    cfg.resume = "auto"
+    pushed = stage_config_hash(cfg)[0]
+    cfg.hub.push, cfg.hub.model_id = False, None
+    assert stage_config_hash(cfg)[0] == pushed
+    cfg.data.path = "trl-lib/other"  # what the stage computes does change it
+    assert stage_config_hash(cfg)[0] != pushed
