@@ -18,6 +18,7 @@ _TINY = "the tiny base model built from alignment's embedded data (it has no Hub
 
 
 def is_hub_id(value: str | None) -> bool:
+    """Whether ``value`` names a Hub repo rather than a path on this machine."""
     return bool(value) and bool(_HUB_ID.match(value)) and not Path(value).expanduser().exists() and ".." not in value
 
 
@@ -38,7 +39,7 @@ def render_card(
         pipeline_tag="text-classification" if stages[-1]["stage"] == "rm" else "text-generation",
     )
     chain = " → ".join(s["stage"] for s in stages)
-    what = "A LoRA-style adapter" if adapter else "A model"
+    what = "A PEFT adapter" if adapter else "A model"
     lines = [
         f"# {hub_id or stages[-1]['name']}",
         "",
