@@ -130,6 +130,9 @@ def test_margin_filter_from_score_columns_and_a_margin_column():
     assert ids(out) == [4, 8, 9]  # the three largest: 9, 7, 6
     with pytest.raises(AlignmentError, match=r"column 'nope' is not in the data"):
         apply_transforms(data, [{**spec, "column": "nope"}])
+    gaps = data.map(lambda row, i: {"margin": None if i in (3, 7) else row["margin"]}, with_indices=True)
+    with pytest.raises(AlignmentError, match=r"column 'margin' has no value in 2 of 10 rows \(first ids: \[3, 7\]\)"):
+        apply_transforms(gaps, [spec])
 
 
 def test_margin_filter_from_the_embedded_oracle():

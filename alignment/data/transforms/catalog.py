@@ -88,6 +88,12 @@ def margins(rows: list[dict], params: dict, ctx: Context) -> list[float]:
                 )
         if name not in columns:
             raise ValueError(f"column '{name}' is not in the data (columns: {sorted(columns - {ROW_ID})})")
+        missing = [r[ROW_ID] for r in rows if r.get(name) is None]
+        if missing:
+            raise ValueError(
+                f"column '{name}' has no value in {len(missing)} of {len(rows)} rows (first ids: {missing[:5]}); "
+                "give every pair a margin, or use source: oracle or source: model"
+            )
         return [float(r[name]) for r in rows]
     # source == "model": a reward-model dir, or an rm stage dir holding model/
     from types import SimpleNamespace
