@@ -284,7 +284,7 @@ class StageRun:
         if is_main_process():
             from alignment.model_card import write_cards
 
-            write_cards(self.dir, self.metrics, self.cfg.get("hub", {}).get("model_id"))
+            write_cards(self.dir, self.metrics)  # the repo id goes in when the model is pushed (alignment/publish.py)
             write_atomic(self.dir / "metrics.json", json.dumps(self.metrics, indent=2, sort_keys=True) + "\n")
         log.info("%s finished: %s", self.name, self.dir)
         self.close()
