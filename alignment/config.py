@@ -260,7 +260,9 @@ class CompareConfig:
 class ChatRulesConfig:
     """``chat.rules.*``: rule-based processing around the model in ``stage=chat``."""
 
-    unicode_form: str | None = field(default="NFKC", metadata={"help": "Normalise input: NFC, NFKC, ... or None."})
+    unicode_form: str | None = field(
+        default="NFC", metadata={"help": "Normalise input: NFC, NFKC (also folds full-width ？ to ?), ... or None."}
+    )
     collapse_whitespace: bool = field(default=True, metadata={"help": "Strip input and squeeze runs of spaces."})
     blocked_patterns: list[str] = field(
         default_factory=list, metadata={"help": "Regexes (case-insensitive): matching input gets blocked_reply."}

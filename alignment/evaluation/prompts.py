@@ -4,12 +4,15 @@ questions that show at a glance whether a model knows who it is."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from alignment.errors import AlignmentError
 from alignment.paths import DATA_DIR
+
+log = logging.getLogger("alignment")
 
 # Asked by stage=compare by default: identity in English and Chinese, and one everyday question (answer in English).
 BUILTIN_PROMPTS: list[tuple[str, dict]] = [
@@ -66,7 +69,11 @@ def compare_prompts(cfg: DictConfig) -> list[tuple[list[dict], str | None]]:
         out += prompts_from_file(str(cc.prompts_file))
     if cc.builtin:
         out += [(as_messages(text), json.dumps(spec)) for text, spec in BUILTIN_PROMPTS]
-    rows = held_out_prompts(cfg, int(cc.held_out))
+    try:
+        rows = held_out_prompts(cfg, int(cc.held_out))
+    except AlignmentError as err:  # e.g. data a prompt cannot be read from: the comparison goes on without them
+        log.warning("compare: no held-out prompts: %s", err)
+        rows = None
     if rows is not None:
         oracles = rows["oracle"] if "oracle" in rows.column_names else [None] * len(rows)
         out += list(zip(rows["prompt"], oracles, strict=True))
