@@ -53,12 +53,26 @@ def _cases(tmp: Path, full_disk: Path) -> dict[str, tuple[list[str], list[str]]]
         "role": [{"messages": [{"role": "wizard", "content": "hi"}]}, "line 2", "unknown role 'wizard'"],
         "field": [{"prompt_text": "hi"}, "line 2", "missing"],
         "no_assistant": [{"messages": [{"role": "user", "content": "hi"}]}, "line 2", "no assistant turn"],
+        "tool_call": [
+            {
+                "messages": [
+                    {"role": "user", "content": "hi"},
+                    {"role": "assistant", "tool_calls": [{"arguments": {}}]},
+                ]
+            },
+            "line 2",
+            "tool_calls[0] has no function name",
+        ],
     }
     cases = {}
     for name, (bad, *expect) in data.items():
         path = _jsonl(tmp / f"{name}.jsonl", [GOOD, bad, GOOD])
         cases[name] = (["stage=sft", f"data.path={path}", "data.eval_split=null", *TINY], [f"{name}.jsonl", *expect])
     cases |= {
+        "converter": (
+            ["stage=sft", "data.converter=no_such_module:to_row", *TINY],
+            ["data.converter", "cannot import"],
+        ),
         "missing_file": (["stage=sft", f"data.path={tmp / 'nope.jsonl'}", *TINY], ["nope.jsonl", "not found"]),
         "unknown_key": (["stage=sft", "trainer.learning_rat=0.1", *TINY], ["learning_rat"]),
         "negative_lr": (["stage=sft", "trainer.learning_rate=-0.001", *TINY], ["learning_rate", "positive"]),
