@@ -1,35 +1,47 @@
 """Talk to a trained model: ``python -m alignment.chat RUN/sft "Who are you?"`` (no prompt: interactive).
 
-Prompts are encoded by the shared data layer, so the model sees exactly the tokens it was trained on; decoding is
-greedy unless ``--temperature`` is given, and stops at the template's end-of-turn token.
+A shortcut onto ``stage=chat`` (alignment/stages/chat.py, the one implementation): each prompt given here gets its
+own fresh conversation; with none, the chat goes on turn by turn (a terminal or a pipe), with its /commands.
+Decoding is greedy unless ``--temperature`` is given, and stops at the template's end-of-turn token.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 
 from alignment.errors import AlignmentError
 
 
+def chat_config(model: str, system: str | None = None, max_new_tokens: int = 64, temperature: float = 0.0):
+    """The config ``stage=chat`` would run with: ``model.path`` and ``chat.*`` from the structured defaults."""
+    from omegaconf import OmegaConf
+
+    from alignment.config import ChatConfig, DataConfig, ModelConfig
+
+    chat = ChatConfig(system=system, max_new_tokens=max_new_tokens, temperature=temperature)
+    return OmegaConf.create(
+        {
+            "model": OmegaConf.structured(ModelConfig(name="hf", path=model)),
+            "data": OmegaConf.structured(DataConfig()),
+            "chat": OmegaConf.structured(chat),
+        }
+    )
+
+
 def reply(model, tokenizer, messages: list[dict], max_new_tokens: int = 64, temperature: float = 0.0) -> str:
-    """One assistant reply to a conversation that ends with a user turn."""
-    import torch
+    """One assistant reply to a conversation that ends with a user turn (no streaming, no rules)."""
+    from omegaconf import OmegaConf
 
-    from alignment.data import encode_prompt, turn_end_token_ids
+    from alignment.stages.chat import ChatSession
 
-    ids = torch.tensor([encode_prompt(tokenizer, messages)], device=model.device)
-    sampling = {"do_sample": True, "temperature": temperature, "top_k": 0} if temperature > 0 else {"do_sample": False}
-    with torch.no_grad():
-        out = model.generate(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=max_new_tokens,
-            eos_token_id=turn_end_token_ids(tokenizer),
-            pad_token_id=tokenizer.pad_token_id,
-            **sampling,
-        )
-    return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
+    settings = chat_config("", None, max_new_tokens, temperature).chat
+    settings.stream = False
+    settings.rules = OmegaConf.merge(settings.rules, {"unicode_form": None, "collapse_whitespace": False})
+    session = ChatSession(model, tokenizer, settings, out=io.StringIO())
+    session.system, session.history = None, list(messages[:-1])
+    return session.respond(messages[-1]["content"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,32 +53,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     args = parser.parse_args(argv)
     try:
-        from omegaconf import OmegaConf
+        from alignment.stages.chat import open_session, terminal_lines
 
-        from alignment.models import load_causal_lm, load_tokenizer, resolve_model_path
-
-        model_cfg = OmegaConf.create({"name": "hf", "path": args.model, "dtype": "auto", "trust_remote_code": False})
-        path = resolve_model_path(model_cfg)
-        tokenizer = load_tokenizer(path, model_cfg)
-        model = load_causal_lm(path, model_cfg).eval()
-        system = [{"role": "system", "content": args.system}] if args.system else []
-        if args.prompts:
-            for prompt in args.prompts:
-                answer = reply(
-                    model,
-                    tokenizer,
-                    system + [{"role": "user", "content": prompt}],
-                    args.max_new_tokens,
-                    args.temperature,
-                )
-                print(f"> {prompt}\n{answer}")
+        cfg = chat_config(args.model, args.system, args.max_new_tokens, args.temperature)
+        session = open_session(cfg)
+        if not args.prompts:
+            session.loop(terminal_lines())
             return 0
-        history = list(system)
-        for line in sys.stdin if not sys.stdin.isatty() else iter(lambda: input("> "), None):
-            history.append({"role": "user", "content": line.strip()})
-            answer = reply(model, tokenizer, history, args.max_new_tokens, args.temperature)
-            history.append({"role": "assistant", "content": answer})
-            print(answer, flush=True)
+        for prompt in args.prompts:
+            session.history, session.out = [], io.StringIO()
+            answer = session.respond(prompt)
+            print(f"> {prompt}\n{answer}", flush=True)
     except AlignmentError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -304,6 +304,11 @@ class HubConfig:
 
 
 @dataclass
+class NoTrainerSettings:
+    """``trainer.*`` of the stages that train nothing (eval, compare, chat): none, so a trainer key there is a typo."""
+
+
+@dataclass
 class AlignConfig:
     """The root config: one stage, the models and data it uses, and the run's settings."""
 
@@ -482,3 +487,5 @@ def register_configs() -> None:
 
     cs.store(group="schema/trainer", name="generate", node=GenerateSettings)
     cs.store(group="schema/trainer", name="label", node=LabelSettings)
+    for stage in ("eval", "compare", "chat"):
+        cs.store(group="schema/trainer", name=stage, node=NoTrainerSettings)
