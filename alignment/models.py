@@ -21,6 +21,7 @@ _DTYPES |= {"float16": "float16", "fp16": "float16"}
 # Tokens meant for padding, tried (after unk) before adding one: Llama 3.1's, then the usual names.
 _PAD_TOKENS = ("<|finetune_right_pad_id|>", "<|pad|>", "<pad>", "[PAD]", "<|padding|>")
 _NEW_PAD = "<|pad|>"
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 _LOGGED_PADS: set[tuple[str, str]] = set()
 
 
@@ -109,12 +110,16 @@ def _read_tokenizer(path: str, model_cfg: DictConfig | None):
     from transformers import AutoTokenizer
 
     trust = bool(model_cfg.get("trust_remote_code", False)) if model_cfg is not None else False
-    base = adapter_base(path) or path
-    src = path if (Path(path) / "tokenizer_config.json").exists() else base
+    src = _tokenizer_source(path)
     try:
         return AutoTokenizer.from_pretrained(src, trust_remote_code=trust), src
     except (OSError, ValueError) as err:
         raise _load_error(src, err) from err
+
+
+def _tokenizer_source(path: str) -> str:
+    """Where a model's tokenizer is: its own dir, or for an adapter dir without one, the base model's."""
+    return path if (Path(path) / "tokenizer_config.json").exists() else adapter_base(path) or path
 
 
 def set_pad_token(tokenizer, source: str = "") -> str | None:
@@ -175,6 +180,9 @@ def match_tokenizer(model, tokenizer) -> None:
 
 def _own_tokenizer(path: str, model_cfg: DictConfig | None):
     """The tokenizer stored with a model, with the pad policy applied; None when it has none that loads."""
+    local = Path(_tokenizer_source(path))
+    if local.is_dir() and not any((local / name).is_file() for name in _TOKENIZER_FILES):
+        return None  # transformers would build an empty tokenizer from config.json alone
     try:
         tokenizer, src = _read_tokenizer(path, model_cfg)
     except AlignmentError:

@@ -73,6 +73,15 @@ def test_a_pad_that_is_also_eos_is_replaced(tmp_path):
     assert loaded.pad_token == "<|finetune_right_pad_id|>"
 
 
+def test_a_model_saved_without_a_tokenizer_loads_as_saved(tmp_path):
+    tok = llama3_tokenizer()
+    path = saved(tok, tmp_path)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / name).unlink()
+    model = load_causal_lm(path, MODEL_CFG)  # transformers would make an empty tokenizer of config.json: not used
+    assert model.config.pad_token_id == tok.eos_token_id and model.get_input_embeddings().num_embeddings == len(tok)
+
+
 def test_a_pad_that_ends_nothing_is_kept():
     from alignment.tiny_model import tiny_model_dir
 
