@@ -106,6 +106,8 @@ def start_job(cfg: DictConfig, overrides: list[str], multirun: bool) -> None:
         os.environ["WANDB_RUN_GROUP"] = run_dir.parent.name  # wandb reads it: one group per sweep
     if is_launched():
         return  # the launching process said it already
+    if str(cfg.get("stage")) == "chat" and not cfg.get("pipeline"):
+        return  # a chat keeps nothing to resume, and its stdout is the replies
     what = f"pipeline {cfg.pipeline.name}" if cfg.get("pipeline") else f"stage {cfg.stage}"
     model = cfg.model.path or "the shipped tiny base model (data/tiny-base)"
     data = cfg.data.path or "the embedded data (data/)"

@@ -82,3 +82,42 @@ def test_compare_after_pipeline_dpo_writes_base_sft_and_dpo_columns_with_scores(
     assert (
         "Model comparison" in comp["stdout"] and f"[compare] wrote {run / 'compare' / 'compare.md'}" in comp["stdout"]
     )
+
+
+def _model_dir(path, architecture: str) -> None:
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({"architectures": [architecture]}), encoding="utf-8")
+
+
+def test_run_models_are_its_finished_policies_in_order_after_the_base_and_its_reward_model_scores(tmp_path):
+    from omegaconf import OmegaConf
+
+    from alignment.errors import AlignmentError
+    from alignment.stages.compare import _models, run_models
+
+    base, run = tmp_path / "base", tmp_path / "run"
+    _model_dir(base, "Qwen2ForCausalLM")
+    for name, architecture, finished in [
+        ("sft", "Qwen2ForCausalLM", True),
+        ("rm", "Qwen2ForSequenceClassification", True),
+        ("dpo", "Qwen2ForCausalLM", False),  # cut short: no metrics.json
+        ("ppo", "Qwen2ForCausalLM", True),
+    ]:
+        _model_dir(run / name / "model", architecture)
+        if finished:
+            (run / name / "metrics.json").write_text("{}", encoding="utf-8")
+    (run / "sft" / "config.yaml").write_text(f"model: {{name: hf, path: {base}}}\n", encoding="utf-8")
+    steps = [{"name": n, "output": str(run / n)} for n in ("sft", "rm", "dpo", "ppo", "compare")]
+    (run / "pipeline.json").write_text(json.dumps({"pipeline": "x", "steps": steps}), encoding="utf-8")
+
+    models, reward_model = run_models(run, skip="compare")
+    assert models == [("base", str(base)), ("sft", str(run / "sft" / "model")), ("ppo", str(run / "ppo" / "model"))]
+    assert reward_model == str(run / "rm" / "model")
+
+    empty = OmegaConf.create({"output_dir": str(tmp_path / "none"), "compare": {"models": [], "reward_model": None}})
+    with pytest.raises(AlignmentError, match="compare.models=") as err:
+        _models(empty, "compare")
+    assert "\n" not in str(err.value)
+    twice = OmegaConf.create({"compare": {"models": ["a=x/sft", "a=y/sft"], "reward_model": None}})
+    with pytest.raises(AlignmentError, match="labels"):
+        _models(twice, "compare")
