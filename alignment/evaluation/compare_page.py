@@ -104,7 +104,9 @@ def chart_svg(comp: Comparison, scorer: str) -> str:
     low, high = comp.range_of(scorer)
     low = min(low, 0.0)
     width, bar_h, left, right = 520, 22, 120, 60
-    height = 30 + bar_h * len(means) + 8
+    span = width - left - right
+    axis_y = 28 + bar_h * len(means)
+    height = axis_y + 18
     parts = [
         f'<svg class="chart" role="img" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
         f'xmlns="http://www.w3.org/2000/svg"><title>Mean {html.escape(scorer)} score per model</title>',
@@ -117,12 +119,16 @@ def chart_svg(comp: Comparison, scorer: str) -> str:
             parts.append(f'<text x="{left}" y="{y + 15}">no score</text>')
             continue
         share = 0.0 if high <= low else (value - low) / (high - low)
-        length = max(1.0, share * (width - left - right))
+        length = max(1.0, share * span)
         parts.append(
             f'<rect x="{left}" y="{y + 3}" width="{length:.1f}" height="{bar_h - 6}" rx="3" '
             f'fill="{_colour(value, *comp.range_of(scorer))}" stroke="#8c959f"/>'
         )
         parts.append(f'<text x="{left + length + 6:.1f}" y="{y + 15}">{value:.3f}</text>')
+    # The scale's ends, so that a bar reads as a value (a reward model's scale is its observed range, not [0, 1]).
+    parts.append(f'<line x1="{left}" y1="{axis_y}" x2="{left + span}" y2="{axis_y}" stroke="#8c959f"/>')
+    parts.append(f'<text x="{left}" y="{axis_y + 14}" text-anchor="middle">{low:.2f}</text>')
+    parts.append(f'<text x="{left + span}" y="{axis_y + 14}" text-anchor="middle">{high:.2f}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
