@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from transformers import AutoModelForCausalLM
 
 from tests.conftest import FAST, read_metrics, run_cli
@@ -46,3 +47,50 @@ def test_grpo_with_lora_and_a_weighted_reward_model_plus_function(sft_run, tmp_p
     before = AutoModelForCausalLM.from_pretrained(sft_run / "model").state_dict()
     merged = AutoModelForCausalLM.from_pretrained(out / "model").state_dict()
     assert 0 < changed_fraction(before, merged) < 1  # the merged LoRA moved the adapted projections only
+
+
+def _compose(*overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    from alignment.config import register_configs
+    from alignment.paths import CONF_DIR
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+@pytest.mark.parametrize(
+    ("stage_name", "setting", "masked"),
+    [("grpo", None, True), ("rloo", None, True), ("grpo", "trainer.mask_truncated_completions=false", False)],
+)
+def test_a_truncated_completion_is_left_out_of_the_loss_by_default(sft_run, tmp_path, stage_name, setting, masked):
+    """The stage's trainer, built from the stage's default config, gives a reply cut off at max_completion_length
+    no loss tokens, and a finished reply every token up to and including its stop token."""
+    from alignment.stages import grpo
+    from alignment.stages.stage_run import StageRun
+
+    cfg = _compose(
+        f"stage={stage_name}",
+        f"model.path={sft_run}",
+        f"output_dir={tmp_path}",
+        "trainer.num_generations=4",
+        "trainer.per_device_train_batch_size=8",
+        "trainer.max_completion_length=10",
+        "data.max_train_rows=8",
+        "oracle_eval.enabled=false",
+        *([setting] if setting else []),
+    )
+    trainer, _ = grpo.build_trainer(cfg, StageRun(cfg), stage_name)
+    assert trainer.args.mask_truncated_completions is masked
+    trainer.model.train()
+    rows = [trainer.train_dataset[i] for i in range(4) for _ in range(4)]
+    out = trainer._generate_and_score_completions(rows)
+    ids, mask = out["completion_ids"], out["completion_mask"]
+    is_stop = torch.isin(ids, torch.tensor(trainer.eos_token_ids))
+    finished = is_stop.any(dim=1)
+    assert finished.any() and (~finished).any(), "need both finished and cut-off replies to compare"
+    first_stop = is_stop.int().argmax(dim=1)
+    assert mask[finished].sum(dim=1).tolist() == (first_stop[finished] + 1).tolist()
+    truncated_tokens = mask[~finished].sum(dim=1).tolist()
+    assert truncated_tokens == ([0] * len(truncated_tokens) if masked else [ids.shape[1]] * len(truncated_tokens))
