@@ -1,0 +1,262 @@
+"""Benchmark a stage against plain TRL: alternating runs from one command, with ratios from the same session.
+
+    python scripts/bench.py sft                       # tiny model, skewed chats; under 5 minutes on 2 CPU cores
+    python scripts/bench.py dpo --model 50m           # a ~50M-parameter random-init Qwen2 (built in the scratch dir)
+    python scripts/bench.py rm --ours trainer.train_sampling_strategy=random   # try one of our settings
+    python scripts/bench.py sft --gpu                 # a ~0.36B Qwen2 config in bf16, with MFU; skips without a GPU
+    python scripts/bench.py startup                   # seconds from launch to the first step of stage=sft
+    python scripts/bench.py ppo --sft RUN/sft/model --rm RUN/rm/model --trl19-python /tmp/venv19/bin/python
+
+Each side runs in its own process (scripts/bench_worker.py): a warm-up of each, then ``--repeats`` pairs, ours and
+TRL alternating, so a change in machine load hits both. Ours is ``python -m alignment stage=<stage>`` with its
+defaults (only the step count, data, model and the skipped oracle/before evaluations and checkpoints are set); TRL
+gets the rows per step ours trained on (measured in the warm-up) and ours' learning-rate schedule. Data: long-tailed
+multi-turn chats (scripts/bench_data.py). The table gives medians over the repeats; the last line reads
+``<stage> tokens/s ours=<x> trl=<y> ratio=<x/y>`` in loss-bearing tokens per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+WORKER = ROOT / "scripts" / "bench_worker.py"
+DEFAULT_STEPS = {"sft": 40, "dpo": 30, "rm": 30, "grpo": 4, "startup": 2}
+# make_bench_model.build arguments: (layers, hidden, intermediate, heads, kv_heads)
+MODELS = {"50m": (12, 640, 1536, 10, 2), "gpu": (24, 896, 4864, 14, 2)}
+COLUMNS = [
+    ("loss tok/s", "loss_tokens_per_s", "{:.0f}"),
+    ("tok/s", "tokens_per_s", "{:.0f}"),
+    ("s/step", "s_per_step", "{:.3f}"),
+    ("rows/step", "rows_per_step", "{:.1f}"),
+    ("tok/step", "tokens_per_step", "{:.0f}"),
+    ("padding", "padding_share", "{:.0%}"),
+    ("peak MiB", "peak_memory_mb", "{:.0f}"),
+    ("start s", "seconds_to_first_step", "{:.1f}"),
+]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("stage", choices=("sft", "dpo", "rm", "grpo", "ppo", "startup"))
+    p.add_argument("--model", default="tiny", help="tiny, 50m, or a model dir")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps per run (default per stage)")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs of each side, after one warm-up each")
+    p.add_argument("--train-rows", type=int, default=800)
+    p.add_argument("--max-length", type=int, default=512, help="data.max_length on both sides")
+    p.add_argument("--ours", nargs="*", default=[], help="extra key=value overrides for our side")
+    p.add_argument("--gpu", action="store_true", help="~0.36B model in bf16 on the GPU, with MFU")
+    p.add_argument("--peak-tflops", type=float, default=989.0, help="the GPU's dense bf16 peak, for MFU")
+    p.add_argument("--keep", action="store_true", help="keep the scratch dir (printed)")
+    # ppo: scripts/bench_ppo.py on both sides (trl 1.9.0 in its own venv, BENCHMARKS.md)
+    p.add_argument("--sft", help="ppo: the SFT model dir")
+    p.add_argument("--rm", help="ppo: the reward model dir")
+    p.add_argument("--trl19-python", default="/tmp/venv19/bin/python", help="ppo: python of the trl 1.9.0 venv")
+    p.add_argument("--ppo-args", nargs="*", default=[], help="ppo: extra bench_ppo.py arguments for both sides")
+    return p.parse_args(argv)
+
+
+def model_path(name: str, scratch: Path, gpu: bool) -> tuple[str, int]:
+    """(model dir, parameter count): the tiny model, a built random-init Qwen2, or a given dir."""
+    from make_bench_model import build
+
+    if gpu:
+        name = "gpu"
+    if name in MODELS:
+        out = scratch / f"model-{name}"
+        return str(out), build(out, *MODELS[name], seed=0)
+    from alignment.tiny_model import tiny_model_dir
+
+    path = tiny_model_dir() if name == "tiny" else Path(name)
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with __import__("torch").device("meta"):
+        n = sum(p.numel() for p in AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path)).parameters())
+    return str(path), n
+
+
+def stage_data(stage: str, scratch: Path, rows: int) -> Path:
+    from bench_data import write
+
+    if stage in ("grpo", "startup"):
+        return ROOT / "data" / ("prompts" if stage == "grpo" else "sft")
+    return write("sft" if stage == "sft" else "preference", scratch / f"data-{stage}", rows, 100)
+
+
+def our_overrides(stage: str, model: str, data: Path, steps: int, max_length: int, out: Path) -> list[str]:
+    """Our stage as users run it: defaults, plus what makes the runs comparable and short."""
+    return [
+        f"stage={stage}",
+        f"model.path={model}",
+        "data=custom",
+        f"data.path={data}",
+        f"data.max_length={max_length}",
+        f"trainer.max_steps={steps}",
+        "trainer.save_strategy=no",
+        "oracle_eval.enabled=false",
+        "evaluate_before=false",
+        f"output_dir={out}",
+    ]
+
+
+def trl_spec(stage: str, warm: dict, base: dict) -> dict:
+    """The TRL side's settings: ours' schedule and rows per step, as measured in our warm-up run."""
+    args = warm["args"]
+    rows = warm["rates"]["rows_per_step"] / (2 if stage in ("dpo", "rm") else 1)  # a pair is two sequences
+    spec = base | {k: args[k] for k in ("learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay")}
+    spec |= {"side": "trl", "batch_rows": max(1, round(rows)), "eval_batch": args["per_device_eval_batch_size"]}
+    if stage == "dpo":
+        spec |= {"beta": args["beta"], "loss_type": args["loss_type"]}
+    if stage == "grpo":
+        spec |= {k: args[k] for k in ("num_generations", "max_completion_length", "temperature", "beta")}
+        spec["batch_rows"] = args["per_device_train_batch_size"] * args["gradient_accumulation_steps"]
+    return spec
+
+
+def run_side(spec: dict, scratch: Path, name: str) -> dict:
+    """One worker process; its JSON result (the log is kept in the scratch dir and shown on failure)."""
+    spec_path, result_path, log_path = (scratch / f"{name}.{ext}" for ext in ("spec.json", "result.json", "log"))
+    spec_path.write_text(json.dumps(spec), encoding="utf-8")
+    env = os.environ | {"BENCH_LAUNCHED_AT": repr(time.time())}
+    with log_path.open("w", encoding="utf-8") as log:
+        code = subprocess.call(
+            [sys.executable, str(WORKER), str(spec_path), str(result_path)], stdout=log, stderr=log, env=env
+        )
+    if code != 0 or not result_path.exists():
+        tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
+        raise SystemExit(f"{name} failed (exit {code}); last lines of {log_path}:\n{tail}")
+    out_dir = spec.get("output_dir")
+    if out_dir:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    return json.loads(result_path.read_text(encoding="utf-8"))
+
+
+def flat(result: dict) -> dict:
+    return (
+        result["rates"]
+        | result["held_out"]
+        | {k: result[k] for k in ("peak_memory_mb", "seconds_to_first_step") if k in result}
+    )
+
+
+def summary(runs: dict[str, list[dict]]) -> dict[str, dict]:
+    """Median of each measure over a side's timed runs."""
+    out = {}
+    for side, results in runs.items():
+        rows = [flat(r) for r in results]
+        out[side] = {k: statistics.median(r[k] for r in rows) for k in rows[0] if isinstance(rows[0][k], int | float)}
+    return out
+
+
+def table(stage: str, runs: dict[str, list[dict]], params: int, gpu_peak: float | None) -> str:
+    """The printed table: medians per side, the per-pair ratios of loss-bearing tokens/s, and the last line."""
+    med = summary(runs)
+    held = [k for k in med["ours"] if k.startswith(("eval_", "reward"))]
+    extra = [(k, k, "{:.4f}") for k in held]
+    if gpu_peak:
+        for side in med.values():
+            side["mfu"] = 6 * params * side["tokens_per_s"] / (gpu_peak * 1e12)
+        extra.append(("MFU", "mfu", "{:.1%}"))
+    header = ["side", *(c[0] for c in COLUMNS + extra)]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for side in ("ours", "trl"):
+        cells = [c[2].format(med[side][c[1]]) if c[1] in med[side] else "-" for c in COLUMNS + extra]
+        lines.append("| " + " | ".join([side, *cells]) + " |")
+    pair_ratios = [
+        o["rates"]["loss_tokens_per_s"] / t["rates"]["loss_tokens_per_s"]
+        for o, t in zip(runs["ours"], runs["trl"], strict=True)
+    ]
+    x, y = med["ours"]["loss_tokens_per_s"], med["trl"]["loss_tokens_per_s"]
+    lines.append(f"ratio per pair (loss-bearing tokens/s): {', '.join(f'{r:.2f}' for r in pair_ratios)}")
+    lines.append(f"{stage} tokens/s ours={x:.0f} trl={y:.0f} ratio={x / y:.2f}")
+    return "\n".join(lines)
+
+
+def bench_stage(a: argparse.Namespace, scratch: Path) -> None:
+    steps = a.steps or DEFAULT_STEPS[a.stage]
+    model, params = model_path(a.model, scratch, a.gpu)
+    data = stage_data(a.stage, scratch, a.train_rows)
+    base = {"stage": a.stage, "model": model, "data": str(data), "steps": steps, "seed": 42}
+    base |= {"max_length": a.max_length, "bf16": a.gpu}
+
+    def ours(name: str) -> dict:
+        out = scratch / f"out-{name}"
+        overrides = [*our_overrides(a.stage, model, data, steps, a.max_length, out), *a.ours]
+        return run_side(base | {"side": "ours", "overrides": overrides}, scratch, name)
+
+    print(f"[bench] {a.stage}: model {model} ({params / 1e6:.1f}M parameters), data {data}, {steps} steps")
+    warm = ours("ours-warmup")
+    spec = trl_spec(a.stage, warm, base)
+    print(f"[bench] TRL side: {spec['batch_rows']} rows per step, lr {spec['learning_rate']} "
+          f"{spec['lr_scheduler_type']}, warm-up {spec['warmup_steps']} steps")  # fmt: skip
+    run_side(spec | {"output_dir": str(scratch / "out-trl")}, scratch, "trl-warmup")
+    runs: dict[str, list[dict]] = {"ours": [], "trl": []}
+    for i in range(a.repeats):
+        runs["ours"].append(ours(f"ours-{i}"))
+        runs["trl"].append(run_side(spec | {"output_dir": str(scratch / "out-trl")}, scratch, f"trl-{i}"))
+        print(f"[bench] pair {i + 1}/{a.repeats} done", flush=True)
+    print(table(a.stage, runs, params, a.peak_tflops if a.gpu else None))
+
+
+def bench_startup(a: argparse.Namespace, scratch: Path) -> None:
+    """Seconds from launching ``python -m alignment stage=sft`` (defaults, its before-training evaluation included)
+    to its first training step, median of ``--repeats`` runs after a warm-up."""
+    model, _ = model_path(a.model, scratch, False)
+    out = scratch / "out-startup"
+    spec = {"side": "ours", "stage": "sft", "seed": 42, "data": str(ROOT / "data" / "sft"), "max_length": 512}
+    spec["overrides"] = ["stage=sft", f"model.path={model}", "trainer.max_steps=2", f"output_dir={out}", *a.ours]
+    times = [run_side(spec, scratch, f"startup-{i}")["seconds_to_first_step"] for i in range(a.repeats + 1)][1:]
+    print(f"startup seconds to first step: {', '.join(map(str, times))}; median {statistics.median(times)}")
+
+
+def bench_ppo(a: argparse.Namespace, scratch: Path) -> None:
+    """scripts/bench_ppo.py for ours and for trl 1.9.0 (its own venv), alternating after one warm-up each."""
+    if not (a.sft and a.rm):
+        raise SystemExit("ppo needs --sft RUN/sft/model and --rm RUN/rm/model")
+    if not Path(a.trl19_python).exists():
+        raise SystemExit(f"--trl19-python {a.trl19_python} does not exist; BENCHMARKS.md shows how to make the venv")
+    script = str(ROOT / "scripts" / "bench_ppo.py")
+    common = ["--sft", a.sft, "--rm", a.rm, "--out", str(scratch / "ppo"), *a.ppo_args]
+    sides = {"ours": [sys.executable, script, "--impl", "ours"], "trl": [a.trl19_python, script, "--impl", "trl19"]}
+    results: dict[str, list[dict]] = {"ours": [], "trl": []}
+    for i in range(a.repeats + 1):
+        for side, command in sides.items():
+            line = subprocess.run([*command, *common], check=True, capture_output=True, text=True).stdout
+            if i:
+                results[side].append(json.loads(line.strip().splitlines()[-1]))
+    for side, rows in results.items():
+        print(side, [r["steps_per_second"] for r in rows], [r["oracle_reward"] for r in rows])
+    x, y = (statistics.median(r["steps_per_second"] for r in results[s]) for s in ("ours", "trl"))
+    print(f"ppo steps/s ours={x:.4f} trl={y:.4f} ratio={x / y:.2f}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = parse_args(argv)
+    if a.gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            print("[bench] --gpu: no CUDA device here; skipped")
+            return
+    scratch = Path(tempfile.mkdtemp(prefix=f"bench-{a.stage}-"))
+    try:
+        {"ppo": bench_ppo, "startup": bench_startup}.get(a.stage, bench_stage)(a, scratch)
+    finally:
+        if a.keep:
+            print(f"[bench] scratch kept: {scratch}")
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
