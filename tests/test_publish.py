@@ -177,6 +177,7 @@ def test_card_of_a_chain_names_base_stages_data_and_command(tmp_path):
 
 ARGS = [
     "pipeline=dpo",
+    "pipeline.compare=false",
     "peft=lora",
     "model.path=models/tiny-base",  # relative to where the command runs, as a user types it
     "trainer.max_steps=2",
@@ -215,7 +216,7 @@ def test_saved_models_carry_their_card_and_a_portable_adapter(tmp_path, monkeypa
     assert "| sft | sft | embedded | models/tiny-base |" in card and "| dpo | dpo | embedded | step sft |" in card
     assert f"| global_step | {metrics['global_step']} |" in card
     assert f"| eval_loss | {metrics['eval_loss']:.6g} |" in card
-    assert "python -m alignment pipeline=dpo peft=lora model.path=models/tiny-base" in card
+    assert "python -m alignment pipeline=dpo pipeline.compare=false peft=lora model.path=models/tiny-base" in card
     assert "base_model:" not in card and "datasets:" not in card  # local paths and embedded data are not Hub ids
     sft_card = (run / "sft" / "adapter" / "README.md").read_text(encoding="utf-8")
     assert "library_name: peft" in sft_card and "The adapter's base model: `models/tiny-base`" in sft_card
