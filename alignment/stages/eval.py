@@ -69,18 +69,19 @@ def _sample(model, tokenizer, prompts: list, cfg: DictConfig):
     )
 
 
-def _judge(cfg: DictConfig, prompts: list, oracles: list, replies: list[str]) -> list[float]:
-    """The win-rate judge's score of each reply: the oracle, or a reward model dir."""
+def _judge(cfg: DictConfig):
+    """The win-rate judge, ``(prompts, replies, oracles) -> scores``: the oracle, or a reward model dir."""
     judge = str(cfg.eval.judge)
     if judge == "oracle":
         from alignment.rewards import oracle_reward
 
-        return oracle_reward(prompts, replies, oracles)
+        return oracle_reward
     from alignment.models import resolve_model_path
     from alignment.rewards import ModelReward
 
     path = resolve_model_path(OmegaConf.merge(cfg.model, {"path": judge}))
-    return ModelReward(path, trust_remote_code=bool(cfg.model.trust_remote_code))(prompts, replies)
+    reward_model = ModelReward(path, trust_remote_code=bool(cfg.model.trust_remote_code))
+    return lambda prompts, replies, oracles: reward_model(prompts, replies)
 
 
 def score_policy(cfg: DictConfig, stage, model, tokenizer) -> list[dict]:
@@ -131,8 +132,8 @@ def score_policy(cfg: DictConfig, stage, model, tokenizer) -> list[dict]:
         other, other_tokenizer = _other_model(cfg, str(cfg.eval.against))
         against = _sample(other, other_tokenizer, prompts, cfg)
         del other
-        mine = _judge(cfg, each, oracles, replies.texts)
-        theirs = _judge(cfg, each, oracles, against.texts)
+        judge = _judge(cfg)
+        mine, theirs = judge(each, replies.texts, oracles), judge(each, against.texts, oracles)
         result = win_rate(mine, theirs, replies.num_tokens, against.num_tokens, per_prompt=k)
         stage.record(result.metrics())
         log.info(
