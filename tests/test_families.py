@@ -72,7 +72,7 @@ def _losses(stage_dir) -> list[float]:
 def test_every_stage_runs_on_the_family_and_sft_learns(family, stand_in, tmp_path):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from alignment.data import encode_prompt
+    from alignment.data import encode_chat, encode_prompt, turn_end_token_ids
 
     spec = FAMILIES[family]
     peft = ["peft=lora"] if family == LORA_FAMILY else []
@@ -104,7 +104,14 @@ def test_every_stage_runs_on_the_family_and_sft_learns(family, stand_in, tmp_pat
     # The reward model reads its score at the last token that is not pad: its config must name the same pad.
     rm_config = AutoConfig.from_pretrained(tmp_path / "rm" / "model")
     assert rm_config.pad_token_id == AutoTokenizer.from_pretrained(tmp_path / "rm" / "model").pad_token_id
-    prompt = encode_prompt(tokenizer, [{"role": "user", "content": "你好"}])
+    # Every reply is trained through its end of turn, which is also what generation stops on first.
+    end = tokenizer.convert_tokens_to_ids(spec.end_of_turn)
+    chat = [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "答案 is 42."}] * 2
+    encoded = encode_chat(tokenizer, chat)
+    trained = [t for t, label in zip(encoded["input_ids"], encoded["labels"], strict=True) if label != -100]
+    assert trained.count(end) == 2 and trained[-1] == end
+    assert turn_end_token_ids(tokenizer)[0] == end
+    prompt = encode_prompt(tokenizer, chat[:1])
     if spec.bos:  # the template writes it and the tokenizer would prepend it again; Phi-3's template writes none
         bos = tokenizer.convert_tokens_to_ids(spec.bos)
         assert prompt.count(bos) == (1 if spec.tokenizer_adds_bos else 0)
