@@ -8,17 +8,15 @@ runs in seconds; the byte-level BPE vocabulary covers any text (English and Chin
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-try:  # tests is imported as a package or as a rootdir-less folder depending on how pytest was started
-    from tests.data.templates import MISTRAL_NEMO
-except ImportError:
-    from data.templates import MISTRAL_NEMO
+from tests.data.templates import MISTRAL_NEMO
 
 SEED = 1234
-# hidden 32, 2 layers: a few hundred thousand parameters, most of them the embeddings
+# hidden 32, 2 layers: about 52k parameters, most of them the (tied) embeddings. Weights drawn with std 0.1, not the
+# usual 0.02: with tied embeddings that small every logit stays within about +-0.6, and LoRA, which leaves the
+# embeddings alone, could barely move the loss (measured: 0.02 nats in 30 steps, against 0.5 with std 0.1).
 SIZE = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
 SIZE |= {"num_key_value_heads": 2, "max_position_embeddings": 1024, "initializer_range": 0.1}
 VOCAB = 1024
@@ -208,7 +206,6 @@ def build_family(family: Family, target: Path, base) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(target)
     tokenizer.save_pretrained(target)
-    (target / "family.json").write_text(json.dumps({"family": family.name}), encoding="utf-8")
     return target
 
 
