@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from alignment.data.reward_input import encode_reward_input, sampled_reward_inpu
 from alignment.errors import AlignmentError
 from alignment.models import locate_model
 
+log = logging.getLogger(__name__)
 SOURCE_TYPES = ("model", "oracle", "function")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 _KEYS = {"type", "path", "name", "weight", "batch_size", "max_length", "group_by_length"}
@@ -221,6 +223,11 @@ class ModelReward:
                 and tokenizer.chat_template == self.tokenizer.chat_template
             )
         )
+        if tokenizer is not None:
+            how = "shares the policy's tokenizer: sampled tokens given as ids are scored as they are"
+            if not self.reads_policy_tokens:
+                how = "has its own tokenizer: replies are scored as text under its chat template"
+            log.info("Reward model %s %s.", path, how)
 
     def encode(self, prompt: list | str, response: str) -> list[int]:
         """The token ids this model scores for a text reply: the rm stage's input for it."""

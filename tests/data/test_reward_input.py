@@ -66,6 +66,15 @@ def llama3_tokenizer(extra_specials: tuple[str, ...] = ()) -> PreTrainedTokenize
     )
 
 
+def load_tokenizer_from(tok):
+    """``load_tokenizer`` on a saved copy of ``tok`` (pad policy applied)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        tok.save_pretrained(d)
+        return load_tokenizer(d, MODEL_CFG)
+
+
 @pytest.fixture(scope="module")
 def llama_rm_dir(tmp_path_factory):
     """A tiny random Llama reward model saved as a Llama 3 checkpoint is: no pad token, config pad = eos."""
@@ -156,15 +165,6 @@ def test_reward_input_is_the_chosen_side_of_a_preference_pair():
         # max_length cuts the prompt from the left and keeps the reply whole, through its end-of-turn
         cut = encode_reward_input(tok, prompt, chosen, max_length=len(pair["chosen_ids"]) + 3)
         assert cut == pair["prompt_ids"][-3:] + pair["chosen_ids"]
-
-
-def load_tokenizer_from(tok, tmp=None):
-    """``load_tokenizer`` on a saved copy of ``tok`` (pad policy applied)."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as d:
-        tok.save_pretrained(d)
-        return load_tokenizer(d, MODEL_CFG)
 
 
 def test_sampled_reward_input_cuts_at_the_first_end_of_turn_and_adds_none():
