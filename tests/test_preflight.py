@@ -28,7 +28,7 @@ register_configs()
         # Hydra's own hint (+key=value) would add the misspelt key: it is refused the same way.
         (["+trainer.learnig_rate=1e-4"], "did you mean 'trainer.learning_rate'"),
         (["data.pth=x.jsonl"], "unknown config key 'data.pth': did you mean 'data.path'"),
-        (["stage=sftt"], "stage=sftt: no such stage (did you mean stage=sft?); choose one of: dpo"),
+        (["stage=sftt"], "stage=sftt: no such stage (did you mean stage=sft?); choose one of: chat, compare, dpo"),
         (["stage=dpo", "trainer.bta=0.1"], "did you mean 'trainer.beta'"),
         (["trainer.learning_rate=abc"], "trainer.learning_rate=abc: Value 'abc'"),
         (["sweep.direction=maximise"], "expected one of [minimize, maximize]"),
