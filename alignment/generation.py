@@ -18,6 +18,18 @@ from alignment.progress import progress
 from alignment.rl.rollout import left_pad, sample, truncate_at_stop
 
 
+def stop_token_ids(tokenizer, model=None) -> list[int]:
+    """The ids a reply stops at: the template's turn ends and eos (``turn_end_token_ids``, the end of a final reply
+    first), then those the model's generation config lists as eos (Llama 3's ``<|end_of_text|>``, Phi-3's
+    ``<|endoftext|>``), so that sampling here, PPO's rollouts and TRL's GRPO/RLOO all stop at the same tokens."""
+    from alignment.data import turn_end_token_ids
+
+    ids = list(turn_end_token_ids(tokenizer))
+    listed = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    listed = [] if listed is None else [listed] if isinstance(listed, int) else list(listed)
+    return list(dict.fromkeys([*ids, *(int(i) for i in listed)]))
+
+
 @dataclass
 class Replies:
     """Decoded replies in prompt-major order (prompt ``i``'s replies at ``i*k .. i*k+k-1``).
@@ -54,10 +66,10 @@ def sample_replies(
     """
     from transformers import GenerationConfig
 
-    from alignment.data import encode_prompt, turn_end_token_ids
+    from alignment.data import encode_prompt
     from alignment.launch import is_main_process
 
-    stop = turn_end_token_ids(tokenizer)
+    stop = stop_token_ids(tokenizer, model)
     pad = tokenizer.pad_token_id
     ids = [
         encode_prompt(tokenizer, p, max_length=max_prompt_length) for p in prompts for _ in range(samples_per_prompt)

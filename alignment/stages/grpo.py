@@ -11,6 +11,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from alignment import adapters
+from alignment.generation import stop_token_ids
 from alignment.models import load_causal_lm, load_tokenizer, resolve_model_path
 from alignment.stages.online import SharedPromptEncoding, prompt_data, reward_function, trl_reward_func
 from alignment.stages.stage_run import StageRun
@@ -41,6 +42,10 @@ def build_trainer(cfg: DictConfig, stage: StageRun, trainer_name: str = "grpo"):
     path = resolve_model_path(cfg.model)
     tokenizer = load_tokenizer(path, cfg.model)
     policy = load_causal_lm(path, cfg.model, cfg.peft)
+    # TRL stops sampling at the generation config's eos ids (plus the tokenizer's eos): make those the template's turn
+    # ends too, or a Gemma/Phi-3 checkpoint listing only eos would never stop at end of turn (and, with
+    # mask_truncated_completions, every reply would be masked out).
+    policy.generation_config.eos_token_id = stop_token_ids(tokenizer, policy)
     adapter = adapters.prepare(policy, cfg.peft, stage=trainer_name)
     train_ds, _ = prompt_data(cfg, tokenizer, stage)
     reward = trl_reward_func(reward_function(cfg, tokenizer))

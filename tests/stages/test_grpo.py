@@ -94,3 +94,43 @@ def test_a_truncated_completion_is_left_out_of_the_loss_by_default(sft_run, tmp_
     assert mask[finished].sum(dim=1).tolist() == (first_stop[finished] + 1).tolist()
     truncated_tokens = mask[~finished].sum(dim=1).tolist()
     assert truncated_tokens == ([0] * len(truncated_tokens) if masked else [ids.shape[1]] * len(truncated_tokens))
+
+
+@pytest.mark.parametrize("stage_name", ["grpo", "rloo"])
+def test_sampling_stops_at_the_template_turn_end_when_the_checkpoint_lists_only_eos(tmp_path, stage_name):
+    """A Gemma-3 checkpoint whose generation config lists only <eos>: TRL would stop at <eos> alone, never at the
+    template's <end_of_turn>. The stage makes TRL stop where oracle evaluation and PPO stop (``stop_token_ids``)."""
+    import json
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from alignment.data import turn_end_token_ids
+    from alignment.generation import stop_token_ids
+    from alignment.stages import grpo
+    from alignment.stages.stage_run import StageRun
+    from tests.families import build_families
+
+    path = build_families(tmp_path / "families", ["gemma3"])["gemma3"]
+    config_file = path / "generation_config.json"
+    saved = json.loads(config_file.read_text(encoding="utf-8"))
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    eos, end_of_turn = tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<end_of_turn>")
+    config_file.write_text(json.dumps({**saved, "eos_token_id": [eos]}), encoding="utf-8")
+    model = AutoModelForCausalLM.from_pretrained(path)
+    assert model.generation_config.eos_token_id == [eos]
+    assert stop_token_ids(tokenizer, model) == turn_end_token_ids(tokenizer) == [end_of_turn, eos]
+    model.generation_config.eos_token_id = [eos, 7]  # an id only the checkpoint lists is kept, after the turn ends
+    assert stop_token_ids(tokenizer, model) == [end_of_turn, eos, 7]
+
+    cfg = _compose(
+        f"stage={stage_name}",
+        f"model.path={path}",
+        f"output_dir={tmp_path / 'run'}",
+        "model=hf",
+        "trainer.num_generations=2",
+        "trainer.per_device_train_batch_size=2",
+        "data.max_train_rows=4",
+        "oracle_eval.enabled=false",
+    )
+    trainer, _ = grpo.build_trainer(cfg, StageRun(cfg), stage_name)
+    assert end_of_turn in trainer.eos_token_ids and eos in trainer.eos_token_ids
