@@ -189,3 +189,19 @@ def test_start_up_does_not_print_trls_experimental_notice():
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.splitlines()[-2:] == ["[]", "None"]  # no notice, and the variable is not left set
+
+
+def test_eval_compare_and_chat_settings_hash_only_into_their_own_stage(tmp_path):
+    from alignment.stages.run_state import _fingerprint, stage_config_hash
+
+    sft = stage_config_hash(compose())[0]
+    assert stage_config_hash(compose("compare.max_new_tokens=7", "eval.judge=oracle"))[0] == sft
+    compare = stage_config_hash(compose("stage=compare"))[0]
+    assert stage_config_hash(compose("stage=compare", "compare.max_new_tokens=7"))[0] != compare
+    # a model dir's card (rewritten by hub.push) is not part of its fingerprint; its weights are
+    (tmp_path / "config.json").write_text("{}", encoding="utf-8")
+    before = _fingerprint(str(tmp_path))
+    (tmp_path / "README.md").write_text("# card", encoding="utf-8")
+    assert _fingerprint(str(tmp_path)) == before
+    (tmp_path / "model.safetensors").write_bytes(b"0")
+    assert _fingerprint(str(tmp_path)) != before

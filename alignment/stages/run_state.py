@@ -38,6 +38,8 @@ HASH_EXCLUDED = (
     "evaluate_before",
     "hub",
 )
+# The settings blocks of the evaluation stages: part of a stage's hash only when it is that stage.
+_STAGE_BLOCKS = ("eval", "compare", "chat")
 _HASH_EXCLUDED_TRAINER = ("save_steps", "save_total_limit", "save_strategy", "logging_steps")
 # Launch plumbing; machine_rank also differs between the machines of one multi-node run, which must agree on the hash.
 HASH_EXCLUDED_DISTRIBUTED = ("machine_rank", "main_process_ip", "main_process_port", "dry_run", "launch_args")
@@ -51,6 +53,9 @@ def stage_config_hash(cfg: DictConfig) -> tuple[str, dict]:
     data = scrub(OmegaConf.to_container(cfg, resolve=True))
     for key in HASH_EXCLUDED:
         data.pop(key, None)
+    for key in _STAGE_BLOCKS:
+        if key != data.get("stage"):
+            data.pop(key, None)
     for key in _HASH_EXCLUDED_TRAINER:
         (data.get("trainer") or {}).pop(key, None)
     for key in HASH_EXCLUDED_DISTRIBUTED:
@@ -70,7 +75,8 @@ def _fingerprint(path: str) -> str:
         return str(path)
     if local.is_dir() and not (local / "config.json").exists() and (local / "model").is_dir():
         local = local / "model"
-    files = sorted(p for p in local.iterdir() if p.is_file()) if local.is_dir() else [local]
+    # The model card is not the model: publishing rewrites it (hub.push), which must not make later stages retrain.
+    files = sorted(p for p in local.iterdir() if p.is_file() and p.name != "README.md") if local.is_dir() else [local]
     parts = [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files]
     return hashlib.sha256("|".join(parts).encode("utf-8")).hexdigest()[:16]
 
