@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 WORKER = ROOT / "scripts" / "bench_worker.py"
-DEFAULT_STEPS = {"sft": 40, "dpo": 30, "rm": 30, "grpo": 4, "startup": 2}
+DEFAULT_STEPS = {"sft": 20, "dpo": 4, "rm": 6, "grpo": 4, "startup": 2}
 # make_bench_model.build arguments: (layers, hidden, intermediate, heads, kv_heads)
 MODELS = {"50m": (12, 640, 1536, 10, 2), "gpu": (24, 896, 4864, 14, 2)}
 COLUMNS = [
@@ -53,10 +53,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=None, help="optimiser steps per run (default per stage)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs of each side, after one warm-up each")
     p.add_argument("--train-rows", type=int, default=800)
+    p.add_argument("--test-rows", type=int, default=None, help="held-out rows (default: 100 sft, 40 dpo and rm)")
     p.add_argument("--max-length", type=int, default=512, help="data.max_length on both sides")
     p.add_argument("--ours", nargs="*", default=[], help="extra key=value overrides for our side")
     p.add_argument("--gpu", action="store_true", help="~0.36B model in bf16 on the GPU, with MFU")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="the GPU's dense bf16 peak, for MFU")
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch threads per run (1: steady timings on a shared machine)"
+    )
     p.add_argument("--keep", action="store_true", help="keep the scratch dir (printed)")
     # ppo: scripts/bench_ppo.py on both sides (trl 1.9.0 in its own venv, BENCHMARKS.md)
     p.add_argument("--sft", help="ppo: the SFT model dir")
@@ -85,12 +89,14 @@ def model_path(name: str, scratch: Path, gpu: bool) -> tuple[str, int]:
     return str(path), n
 
 
-def stage_data(stage: str, scratch: Path, rows: int) -> Path:
+def stage_data(stage: str, scratch: Path, rows: int, test_rows: int | None) -> Path:
     from bench_data import write
 
     if stage in ("grpo", "startup"):
         return ROOT / "data" / ("prompts" if stage == "grpo" else "sft")
-    return write("sft" if stage == "sft" else "preference", scratch / f"data-{stage}", rows, 100)
+    if test_rows is None:
+        test_rows = 100 if stage == "sft" else 40  # pairs are evaluated twice on our side (the stage's and ours)
+    return write("sft" if stage == "sft" else "preference", scratch / f"data-{stage}", rows, test_rows)
 
 
 def our_overrides(stage: str, model: str, data: Path, steps: int, max_length: int, out: Path) -> list[str]:
@@ -128,6 +134,8 @@ def run_side(spec: dict, scratch: Path, name: str) -> dict:
     spec_path, result_path, log_path = (scratch / f"{name}.{ext}" for ext in ("spec.json", "result.json", "log"))
     spec_path.write_text(json.dumps(spec), encoding="utf-8")
     env = os.environ | {"BENCH_LAUNCHED_AT": repr(time.time())}
+    if spec.get("threads"):
+        env["OMP_NUM_THREADS"] = str(spec["threads"])
     with log_path.open("w", encoding="utf-8") as log:
         code = subprocess.call(
             [sys.executable, str(WORKER), str(spec_path), str(result_path)], stdout=log, stderr=log, env=env
@@ -185,9 +193,9 @@ def table(stage: str, runs: dict[str, list[dict]], params: int, gpu_peak: float 
 def bench_stage(a: argparse.Namespace, scratch: Path) -> None:
     steps = a.steps or DEFAULT_STEPS[a.stage]
     model, params = model_path(a.model, scratch, a.gpu)
-    data = stage_data(a.stage, scratch, a.train_rows)
+    data = stage_data(a.stage, scratch, a.train_rows, a.test_rows)
     base = {"stage": a.stage, "model": model, "data": str(data), "steps": steps, "seed": 42}
-    base |= {"max_length": a.max_length, "bf16": a.gpu}
+    base |= {"max_length": a.max_length, "bf16": a.gpu, "threads": a.threads}
 
     def ours(name: str) -> dict:
         out = scratch / f"out-{name}"
@@ -212,10 +220,14 @@ def bench_startup(a: argparse.Namespace, scratch: Path) -> None:
     """Seconds from launching ``python -m alignment stage=sft`` (defaults, its before-training evaluation included)
     to its first training step, median of ``--repeats`` runs after a warm-up."""
     model, _ = model_path(a.model, scratch, False)
-    out = scratch / "out-startup"
     spec = {"side": "ours", "stage": "sft", "seed": 42, "data": str(ROOT / "data" / "sft"), "max_length": 512}
-    spec["overrides"] = ["stage=sft", f"model.path={model}", "trainer.max_steps=2", f"output_dir={out}", *a.ours]
-    times = [run_side(spec, scratch, f"startup-{i}")["seconds_to_first_step"] for i in range(a.repeats + 1)][1:]
+    spec["threads"] = a.threads
+    times = []
+    for i in range(a.repeats + 1):  # a fresh output dir each time: the same one would be skipped as finished
+        out = f"output_dir={scratch / f'out-startup-{i}'}"
+        spec["overrides"] = ["stage=sft", f"model.path={model}", "trainer.max_steps=2", out, *a.ours]
+        times.append(run_side(spec, scratch, f"startup-{i}")["seconds_to_first_step"])
+    times = times[1:]
     print(f"startup seconds to first step: {', '.join(map(str, times))}; median {statistics.median(times)}")
 
 
