@@ -8,14 +8,12 @@ unset from it, so it is set aside while generating (:func:`library_generation_de
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 
 from alignment.progress import progress
-from alignment.rl.rollout import left_pad, sample, truncate_at_stop
+from alignment.rl.rollout import left_pad, library_generation_defaults, sample, truncate_at_stop
 
 
 def stop_token_ids(tokenizer, model=None) -> list[int]:
@@ -115,22 +113,3 @@ def sample_replies(
                 out.num_tokens.append(int(row_mask.sum()))
     model.train(was_training)
     return out
-
-
-@contextlib.contextmanager
-def library_generation_defaults(model) -> Iterator[None]:
-    """While inside, ``model`` (or the transformers model inside a peft one) generates with the library's defaults
-    and its own special token ids only, as if it had been saved without a ``generation_config.json``."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    saved = getattr(inner, "generation_config", None)
-    if saved is None:
-        yield
-        return
-    from transformers import GenerationConfig
-
-    ids = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
-    inner.generation_config = GenerationConfig(**{k: getattr(saved, k) for k in ids if getattr(saved, k) is not None})
-    try:
-        yield
-    finally:
-        inner.generation_config = saved

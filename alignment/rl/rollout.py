@@ -7,7 +7,8 @@ KV cache; vLLM is not used here (a later, optional backend).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -104,7 +105,8 @@ def sample(
         pad_token_id=pad_token_id,
         use_cache=True,
     )
-    output = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=config)
+    with library_generation_defaults(model):  # also the settings no list above names (sequence_bias, forced ids...)
+        output = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=config)
     responses = output[:, prompt_ids.shape[1] :]
     responses, mask, finished = truncate_at_stop(responses, stop_token_ids, pad_token_id)
     return Rollout(responses=responses, mask=mask, finished=finished)
@@ -177,3 +179,22 @@ def response_values(
 ) -> torch.Tensor:
     """Value of the state before each response token (read at the same columns as :func:`response_logits`)."""
     return token_scores(model, input_ids, attention_mask)[:, prompt_width - 1 : -1]
+
+
+@contextlib.contextmanager
+def library_generation_defaults(model) -> Iterator[None]:
+    """While inside, ``model`` (or the transformers model inside a peft one) generates with the library's defaults
+    and its own special token ids only, as if it had been saved without a ``generation_config.json``."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    saved = getattr(inner, "generation_config", None)
+    if saved is None:
+        yield
+        return
+    from transformers import GenerationConfig
+
+    ids = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
+    inner.generation_config = GenerationConfig(**{k: getattr(saved, k) for k in ids if getattr(saved, k) is not None})
+    try:
+        yield
+    finally:
+        inner.generation_config = saved

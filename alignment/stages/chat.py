@@ -59,7 +59,7 @@ class ChatSession:
         import torch
         from transformers import TextIteratorStreamer
 
-        from alignment.data import turn_end_token_ids
+        from alignment.generation import stop_token_ids
 
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         temperature = float(self.settings.temperature)
@@ -73,7 +73,7 @@ class ChatSession:
             input_ids=input_ids,
             attention_mask=torch.ones_like(input_ids),
             max_new_tokens=int(self.settings.max_new_tokens),
-            eos_token_id=turn_end_token_ids(self.tokenizer),
+            eos_token_id=stop_token_ids(self.tokenizer, self.model),
             pad_token_id=self.tokenizer.pad_token_id,
             streamer=streamer,
             **sampling,

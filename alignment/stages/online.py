@@ -37,18 +37,32 @@ def reward_function(cfg: DictConfig, tokenizer=None) -> RewardFunction:
 def trl_reward_func(reward_fn: RewardFunction):
     """Adapt our ``reward_fn(prompts, responses, oracle)`` to TRL's ``f(prompts, completions, **columns)``."""
 
-    def reward(prompts, completions, oracle=None, **_):
+    def reward(prompts, completions, oracle=None, prompt_ids=None, completion_ids=None, **_):
+        # TRL passes the sampled tokens (``completion_ids``) and every dataset column (our ``prompt_ids``): a reward
+        # model sharing the policy's tokenizer scores those tokens, not a re-rendering of the decoded text.
         texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
-        return reward_fn(prompts, texts, oracle)
+        return reward_fn(prompts, texts, oracle, prompt_ids=prompt_ids, completion_ids=completion_ids)
 
     return reward
 
 
 class SharedPromptEncoding:
-    """Mixin for TRL's GRPO/RLOO trainers: prompts are encoded by the shared data layer, not re-templated."""
+    """Mixin for TRL's GRPO/RLOO trainers: TRL samples from the ``prompt_ids`` the data layer encoded (with the row's
+    tools), the same ids the rewards receive, instead of templating the prompt a second time."""
 
     prompt_max_length: int | None = None
+    _batch_prompt_ids: list | None = None
+
+    def _generate_and_score_completions(self, inputs):
+        has_ids = bool(inputs) and "prompt_ids" in inputs[0]
+        self._batch_prompt_ids = [list(x["prompt_ids"]) for x in inputs] if has_ids else None
+        try:
+            return super()._generate_and_score_completions(inputs)
+        finally:
+            self._batch_prompt_ids = None
 
     def _tokenize_prompts(self, prompts: list):
-        ids = [encode_prompt(self.processing_class, p, max_length=self.prompt_max_length) for p in prompts]
+        ids = self._batch_prompt_ids  # TRL tokenises the prompts of the inputs it was given, in their order
+        if ids is None or len(ids) != len(prompts):
+            ids = [encode_prompt(self.processing_class, p, max_length=self.prompt_max_length) for p in prompts]
         return ids, None, {}

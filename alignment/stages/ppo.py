@@ -15,8 +15,8 @@ import logging
 from omegaconf import DictConfig, OmegaConf
 
 from alignment import adapters, interrupt
-from alignment.data import turn_end_token_ids
 from alignment.errors import AlignmentError
+from alignment.generation import stop_token_ids
 from alignment.models import load_causal_lm, load_sequence_classifier, load_tokenizer, locate_model, resolve_model_path
 from alignment.rl import checkpoint as checkpoints
 from alignment.rl.ppo import PPOTrainer, settings_from_dict
@@ -117,7 +117,7 @@ def run(cfg: DictConfig) -> dict:
         reward_fn=reward_fn,
         train_dataset=train_ds,
         settings=settings,
-        stop_token_ids=turn_end_token_ids(tokenizer),
+        stop_token_ids=stop_token_ids(tokenizer, policy),
         callbacks=step_log,
     )
     trainable, total = adapters.count_parameters(policy)

@@ -134,3 +134,47 @@ def test_sampling_stops_at_the_template_turn_end_when_the_checkpoint_lists_only_
     )
     trainer, _ = grpo.build_trainer(cfg, StageRun(cfg), stage_name)
     assert end_of_turn in trainer.eos_token_ids and eos in trainer.eos_token_ids
+
+
+@pytest.mark.parametrize("stage_name", ["grpo", "rloo"])
+def test_trl_samples_from_the_data_layer_prompt_ids_and_rewards_receive_the_tokens(sft_run, tmp_path, stage_name):
+    """Generation starts from each row's ``prompt_ids`` (encoded once by the data layer, tools included), and the
+    reward function receives those ids and the sampled completion ids (a reward model then scores the tokens)."""
+    from alignment.stages import grpo
+    from alignment.stages.stage_run import StageRun
+
+    cfg = _compose(
+        f"stage={stage_name}",
+        f"model.path={sft_run}",
+        f"output_dir={tmp_path}",
+        "trainer.num_generations=2",
+        "trainer.per_device_train_batch_size=4",
+        "trainer.max_completion_length=6",
+        "data.max_train_rows=4",
+        "oracle_eval.enabled=false",
+    )
+    trainer, _ = grpo.build_trainer(cfg, StageRun(cfg), stage_name)
+    rows = [dict(trainer.train_dataset[i]) for i in range(2) for _ in range(2)]
+    for row in rows:  # a visibly different encoding: generation must start from exactly these ids
+        row["prompt_ids"] = list(row["prompt_ids"])[-5:]
+    sampled_from, seen = [], {}
+    generate = trainer._generate_single_turn
+
+    def spy_generate(prompt_ids, *args, **kwargs):
+        sampled_from.extend(list(p) for p in prompt_ids)
+        return generate(prompt_ids, *args, **kwargs)
+
+    def spy_reward(prompts, responses, oracle=None, *, prompt_ids=None, completion_ids=None):
+        seen.update(prompt_ids=prompt_ids, completion_ids=completion_ids)
+        return [0.0] * len(responses)
+
+    trainer._generate_single_turn = spy_generate
+    trainer.reward_funcs[0] = grpo.trl_reward_func(spy_reward)
+    trainer.model.train()
+    out = trainer._generate_and_score_completions(rows)
+    assert sampled_from == [r["prompt_ids"] for r in rows]
+    assert [list(p) for p in seen["prompt_ids"]] == [r["prompt_ids"] for r in rows]
+    completion_mask = out["completion_mask"]
+    got = [list(c) for c in seen["completion_ids"]]
+    assert got == [out["completion_ids"][i][: len(got[i])].tolist() for i in range(len(rows))]
+    assert all(len(g) >= int(m.sum()) for g, m in zip(got, completion_mask, strict=True))
