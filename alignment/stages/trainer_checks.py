@@ -228,7 +228,7 @@ def check_trainer_config(cfg: DictConfig, stage_dir: Path | None = None) -> None
     if stage in ("generate", "label"):
         _check_data_stage_settings(stage, values)
         return
-    from alignment.config import trl_config_classes
+    from alignment.trainer_schema import trl_config_classes
 
     config_cls = trl_config_classes().get(stage)
     if config_cls is None:

@@ -1,0 +1,139 @@
+"""The ``trainer`` schema of each TRL stage: every simple field of the stage's TRL config class, with TRL's names and
+defaults, as a dataclass Hydra checks overrides against. Built once per TRL/transformers version and cached, so a
+config typo is reported without importing TRL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import hashlib
+import json
+import os
+import types
+import typing
+from dataclasses import field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+_SIMPLE = (bool, int, float, str)
+
+
+def _field_type(tp: Any) -> Any:
+    """Map a TRL/transformers field type to one OmegaConf can validate; anything richer becomes Any."""
+    if tp in _SIMPLE:
+        return tp
+    args = typing.get_args(tp)
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1 and rest[0] in _SIMPLE:
+            return rest[0] | None
+    if typing.get_origin(tp) is list and args and args[0] is str:
+        return list[str] if None not in args else Any
+    return Any
+
+
+# TRL fields the run sets itself: output_dir from ``output_dir``, seed from ``seed``, report_to from ``tracking``,
+# max_length from ``data.max_length`` (one length for the data layer and the trainer). Publishing is ``hub.*``: TRL's
+# push_to_hub uploads the whole output dir (checkpoints, logs) while training; ``hub.push`` uploads the finished model.
+_MANAGED = {"output_dir", "report_to", "run_name", "seed", "max_length", "push_to_hub", "hub_model_id", "hub_token"}
+
+
+def trainer_fields(config_cls: type) -> list[tuple[str, str, Any]]:
+    """Every simple field of a TRL config class as (name, type name, default): TRL's names and defaults."""
+    specs = []
+    for f in dataclasses.fields(config_cls):
+        if not f.init or f.name.startswith("_") or f.name in _MANAGED:
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = None
+        tp = _field_type(f.type)
+        if hasattr(default, "value") and not isinstance(default, _SIMPLE):  # enums -> their string value
+            default = default.value
+        specs.append((f.name, "any" if tp is Any or isinstance(default, list | dict) else _TYPE_NAMES[tp], default))
+    return specs
+
+
+_TYPE_NAMES = {t: t.__name__ for t in _SIMPLE} | {t | None: f"{t.__name__}?" for t in _SIMPLE} | {list[str]: "list"}
+_TYPES = {name: tp for tp, name in _TYPE_NAMES.items()}
+
+
+def _schema_class(name: str, specs: list[tuple[str, str, Any]]) -> type:
+    fields = []
+    for key, type_name, default in specs:
+        if type_name == "any":
+            fields.append((key, Any, field(default_factory=(lambda d=default: copy.deepcopy(d)))))
+        else:
+            fields.append((key, _TYPES[type_name], field(default=default)))
+    return dataclasses.make_dataclass(name, fields)
+
+
+@cache
+def trainer_schema(config_cls: type) -> type:
+    """A dataclass with every simple field of a TRL config class, TRL's names and defaults, for Hydra to check."""
+    return _schema_class(f"{config_cls.__name__}Schema", trainer_fields(config_cls))
+
+
+def _schema_cache_file() -> Path:
+    """Where the trainer schemas of the installed TRL and transformers are cached (they take seconds to import)."""
+    from importlib.metadata import version
+
+    root = Path(os.environ.get("ALIGNMENT_CACHE") or Path.home() / ".cache" / "alignment")
+    tag = hashlib.sha256(repr((sorted(_MANAGED), sorted(_TYPES))).encode()).hexdigest()[:8]  # this file's mapping
+    return root / f"trainer-schemas-trl{version('trl')}-transformers{version('transformers')}-{tag}.json"
+
+
+def trainer_schemas() -> dict[str, type]:
+    """The ``trainer`` schema of each TRL stage, read from a per-version cache so that a config typo is reported
+    without importing TRL; built from TRL's config classes (and cached) on a miss."""
+    path = _schema_cache_file()
+    try:
+        cached = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cached = None
+    if not cached:
+        cached = {stage: [cls.__name__, trainer_fields(cls)] for stage, cls in trl_config_classes().items()}
+        with contextlib.suppress(OSError):  # a read-only home only costs the next start-up its speed
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(cached), encoding="utf-8")
+            os.replace(tmp, path)
+    return {stage: _schema_class(f"{cls_name}Schema", specs) for stage, (cls_name, specs) in cached.items()}
+
+
+def trl_config_classes() -> dict[str, type]:
+    """The TRL config class behind each stage's ``trainer`` group."""
+    from trl import DPOConfig, GRPOConfig, KTOConfig, RewardConfig, RLOOConfig, SFTConfig
+
+    classes = {
+        "sft": SFTConfig,
+        "rm": RewardConfig,
+        "dpo": DPOConfig,
+        "kto": KTOConfig,
+        "grpo": GRPOConfig,
+        "rloo": RLOOConfig,
+    }
+    # TRL warns on importing trl.experimental; at start-up that would reach every command, so it is silenced here
+    # and stage=orpo says it once (stages/orpo.py).
+    import os
+
+    silenced = os.environ.get("TRL_EXPERIMENTAL_SILENCE")
+    os.environ["TRL_EXPERIMENTAL_SILENCE"] = "1"
+    try:
+        from trl.experimental.orpo import ORPOConfig
+
+        classes["orpo"] = ORPOConfig
+    except ImportError:  # experimental module moved or gone: orpo is then unavailable
+        pass
+    finally:
+        if silenced is None:
+            os.environ.pop("TRL_EXPERIMENTAL_SILENCE", None)
+        else:
+            os.environ["TRL_EXPERIMENTAL_SILENCE"] = silenced
+    return classes
