@@ -61,6 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--threads", type=int, default=1, help="torch threads per run (1: steady timings on a shared machine)"
     )
+    p.add_argument("--seed", type=int, default=42, help="seed of both sides (initialisation, data order)")
     p.add_argument("--keep", action="store_true", help="keep the scratch dir (printed)")
     # ppo: scripts/bench_ppo.py on both sides (trl 1.9.0 in its own venv, BENCHMARKS.md)
     p.add_argument("--sft", help="ppo: the SFT model dir")
@@ -194,12 +195,12 @@ def bench_stage(a: argparse.Namespace, scratch: Path) -> None:
     steps = a.steps or DEFAULT_STEPS[a.stage]
     model, params = model_path(a.model, scratch, a.gpu)
     data = stage_data(a.stage, scratch, a.train_rows, a.test_rows)
-    base = {"stage": a.stage, "model": model, "data": str(data), "steps": steps, "seed": 42}
+    base = {"stage": a.stage, "model": model, "data": str(data), "steps": steps, "seed": a.seed}
     base |= {"max_length": a.max_length, "bf16": a.gpu, "threads": a.threads}
 
     def ours(name: str) -> dict:
         out = scratch / f"out-{name}"
-        overrides = [*our_overrides(a.stage, model, data, steps, a.max_length, out), *a.ours]
+        overrides = [*our_overrides(a.stage, model, data, steps, a.max_length, out), f"seed={a.seed}", *a.ours]
         return run_side(base | {"side": "ours", "overrides": overrides}, scratch, name)
 
     print(f"[bench] {a.stage}: model {model} ({params / 1e6:.1f}M parameters), data {data}, {steps} steps")
