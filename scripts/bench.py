@@ -120,6 +120,8 @@ def trl_spec(stage: str, warm: dict, base: dict) -> dict:
     """The TRL side's settings: ours' schedule and rows per step, as measured in our warm-up run."""
     args = warm["args"]
     rows = warm["rates"]["rows_per_step"] / (2 if stage in ("dpo", "rm") else 1)  # a pair is two sequences
+    if "rows_per_sequence" in warm:  # packed: the whole train set's rows per sequence, not the warm-up's sample
+        rows = warm["rows_per_sequence"] * args["per_device_train_batch_size"] * args["gradient_accumulation_steps"]
     spec = base | {k: args[k] for k in ("learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay")}
     spec |= {"side": "trl", "batch_rows": max(1, round(rows)), "eval_batch": args["per_device_eval_batch_size"]}
     if stage == "dpo":

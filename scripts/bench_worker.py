@@ -80,6 +80,7 @@ class Meter:
         self.steps: list[dict] = []
         self.first_step_at: float | None = None
         self.result: dict = {}
+        self.result_extra: dict = {}
 
     def attach(self, trainer) -> None:
         from transformers import TrainerCallback
@@ -108,6 +109,10 @@ class Meter:
 
         trainer.compute_loss, trainer.train = counted_compute_loss, measured_train
         trainer.add_callback(Clock())
+        dataset = getattr(trainer, "train_dataset", None)
+        if "seq_lengths" in (getattr(dataset, "column_names", None) or []):  # packed: rows in each sequence
+            lengths = dataset["seq_lengths"]
+            self.result_extra = {"rows_per_sequence": sum(map(len, lengths)) / len(lengths)}
 
     def finish(self, trainer) -> None:
         import torch
@@ -123,6 +128,7 @@ class Meter:
             "args": {k: getattr(args, k, None) for k in SHARED_ARGS}
             | {"lr_scheduler_type": getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)},
         }
+        self.result |= self.result_extra
         trainer.model.eval()
         with torch.no_grad():
             self.result["held_out"] = self.evaluate(trainer)

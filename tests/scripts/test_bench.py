@@ -118,6 +118,10 @@ def test_trl_side_shares_our_schedule_and_rows_per_step():
     assert spec["side"] == "trl" and spec["batch_rows"] == 16 and spec["steps"] == 7  # 32 sequences = 16 pairs
     assert spec["learning_rate"] == 5e-4 and spec["beta"] == 0.2 and spec["loss_type"] == ["sigmoid", "sft"]
     assert bench.trl_spec("sft", warm | {"rates": {"rows_per_step": 6.4}}, {})["batch_rows"] == 6
+    # Packed SFT: rows per sequence over the whole packed train set, times the sequences per step.
+    packed = {"rows_per_sequence": 3.6, "rates": {"rows_per_step": 5.0}}
+    packed["args"] = args | {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 1}
+    assert bench.trl_spec("sft", packed, {})["batch_rows"] == 7
 
 
 def test_table_last_line_is_the_loss_bearing_ratio():
