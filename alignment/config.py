@@ -38,8 +38,11 @@ class DataConfig:
         default="auto",
         metadata={"help": "auto or a format name (messages, sharegpt, alpaca, pku_saferlhf, ...; docs/data.md)."},
     )
-    columns: dict[str, str] = field(
-        default_factory=dict,
+    # None and untyped, not an empty dict: Hydra's struct mode refuses new keys merged into a dict (and OmegaConf cannot
+    # merge into a typed Optional dict that holds None), so the documented
+    # override data.columns={prompt: question, ...} only works on a key that holds no dict yet.
+    columns: Any = field(
+        default=None,
         metadata={
             "help": "Rename the file's columns to a format's, e.g. {prompt: question, chosen: good, rejected: bad}."
         },

@@ -48,6 +48,21 @@ def test_a_valid_command_line_passes():
     check_command_line(["--cfg", "job"])  # Hydra's own flags are left to Hydra
 
 
+def test_a_column_mapping_is_given_as_the_docs_write_it():
+    """``data.columns={prompt: question, ...}`` (docs/data.md) sets the mapping: an empty dict default would refuse it,
+    Hydra merging new keys into a struct dict."""
+    argv = [
+        "stage=dpo",
+        "data=custom",
+        "data.path=qa.jsonl",
+        "data.columns={prompt: question, chosen: good, rejected: bad}",
+    ]
+    check_command_line(argv)
+    cfg = _cfg(*argv)
+    assert dict(cfg.data.columns) == {"prompt": "question", "chosen": "good", "rejected": "bad"}
+    assert _cfg("stage=dpo").data.columns is None
+
+
 def _cfg(*overrides: str):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=list(overrides))
