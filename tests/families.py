@@ -17,8 +17,10 @@ SEED = 1234
 # hidden 32, 2 layers: about 52k parameters, most of them the (tied) embeddings. Weights drawn with std 0.1, not the
 # usual 0.02: with tied embeddings that small every logit stays within about +-0.6, and LoRA, which leaves the
 # embeddings alone, could barely move the loss (measured: 0.02 nats in 30 steps, against 0.5 with std 0.1).
-SIZE = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
-SIZE |= {"num_key_value_heads": 2, "max_position_embeddings": 1024, "initializer_range": 0.1}
+# The layer sizes every tiny random-init test model shares (tests/data/test_reward_input.py, tests/test_models.py too).
+LAYERS = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
+LAYERS |= {"num_key_value_heads": 2}
+SIZE = LAYERS | {"max_position_embeddings": 1024, "initializer_range": 0.1}
 VOCAB = 1024
 
 

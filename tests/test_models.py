@@ -14,6 +14,7 @@ from alignment.data.chat import turn_end_token_ids
 from alignment.data.tokenize import tokenize_sft
 from alignment.models import load_causal_lm, load_sequence_classifier, load_tokenizer
 from tests.data.test_reward_input import llama3_tokenizer
+from tests.families import LAYERS
 
 MODEL_CFG = OmegaConf.create({"name": "test", "path": None, "dtype": "float32"})
 
@@ -32,11 +33,7 @@ def saved(tok, path, model: bool = True):
     if model:
         config = LlamaConfig(
             vocab_size=len(tok),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
+            **LAYERS,
             eos_token_id=tok.eos_token_id,
             pad_token_id=tok.eos_token_id,
         )

@@ -22,6 +22,7 @@ from alignment.models import load_sequence_classifier, load_tokenizer
 from alignment.rewards import ModelReward
 from alignment.rl.rollout import token_scores
 from alignment.stages.rm import reward_rows
+from tests.families import LAYERS
 
 try:
     from tests.data.conftest import _corpus
@@ -82,11 +83,7 @@ def llama_rm_dir(tmp_path_factory):
     assert tok.pad_token is None
     config = LlamaConfig(
         vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        **LAYERS,
         num_labels=1,
         pad_token_id=tok.eos_token_id,
         eos_token_id=tok.eos_token_id,
