@@ -164,7 +164,7 @@ def open_session(cfg: DictConfig) -> ChatSession:
         raise AlignmentError(f"chat.max_new_tokens={cfg.chat.max_new_tokens} must be at least 1")
     path = resolve_model_path(cfg.model)
     tokenizer = load_tokenizer(path, cfg.model)
-    return ChatSession(load_causal_lm(path, cfg.model), tokenizer, cfg.chat)
+    return ChatSession(load_causal_lm(path, cfg.model, tokenizer=tokenizer), tokenizer, cfg.chat)
 
 
 def run(cfg: DictConfig) -> dict:

@@ -45,7 +45,8 @@ def _other_model(cfg: DictConfig, path: str):
 
     model_cfg = OmegaConf.merge(cfg.model, {"path": path})
     resolved = resolve_model_path(model_cfg)
-    return load_causal_lm(resolved, model_cfg), load_tokenizer(resolved, model_cfg)
+    tokenizer = load_tokenizer(resolved, model_cfg)
+    return load_causal_lm(resolved, model_cfg, tokenizer=tokenizer), tokenizer
 
 
 def _sample(model, tokenizer, prompts: list, cfg: DictConfig):

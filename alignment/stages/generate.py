@@ -66,7 +66,7 @@ def run(cfg: DictConfig) -> dict:
     stage = StageRun(cfg)
     path = resolve_model_path(cfg.model)
     tokenizer = load_tokenizer(path, cfg.model)
-    policy = load_causal_lm(path, cfg.model)
+    policy = load_causal_lm(path, cfg.model, tokenizer=tokenizer)
 
     # The train split only: the held-out prompts stay unseen (the oracle evaluation samples them).
     prompts = load_dataset(

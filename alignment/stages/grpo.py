@@ -41,7 +41,7 @@ def build_trainer(cfg: DictConfig, stage: StageRun, trainer_name: str = "grpo"):
 
     path = resolve_model_path(cfg.model)
     tokenizer = load_tokenizer(path, cfg.model)
-    policy = load_causal_lm(path, cfg.model, cfg.peft)
+    policy = load_causal_lm(path, cfg.model, cfg.peft, tokenizer=tokenizer)
     # TRL stops sampling at the generation config's eos ids (plus the tokenizer's eos): make those the template's turn
     # ends too, or a Gemma/Phi-3 checkpoint listing only eos would never stop at end of turn (and, with
     # mask_truncated_completions, every reply would be masked out).

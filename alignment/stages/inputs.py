@@ -24,7 +24,7 @@ def policy_and_reference(cfg: DictConfig, with_reference: bool = True):
     """
     path = resolve_model_path(cfg.model)
     tokenizer = load_tokenizer(path, cfg.model)
-    policy = load_causal_lm(path, cfg.model, cfg.peft)
+    policy = load_causal_lm(path, cfg.model, cfg.peft, tokenizer=tokenizer)
     adapter = adapters.prepare(policy, cfg.peft, stage=str(cfg.stage))
     reference = None
     if adapter is None and with_reference:

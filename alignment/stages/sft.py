@@ -28,7 +28,7 @@ def run(cfg: DictConfig) -> dict:
     # The TRL config first: under ZeRO-3 it registers the DeepSpeed config with transformers, so the model loads
     # already partitioned (zero.Init) instead of every rank holding all of it before DeepSpeed shards it.
     args = stage.trainer_args(SFTConfig, include_num_input_tokens_seen="non_padding")
-    model = load_causal_lm(model_path, cfg.model, cfg.peft)
+    model = load_causal_lm(model_path, cfg.model, cfg.peft, tokenizer=tokenizer)
     adapter = adapters.prepare(model, cfg.peft, stage="sft")
 
     train_rows, eval_rows = load_train_eval(cfg.data, kind="sft", seed=cfg.seed)
