@@ -65,7 +65,7 @@ def sample_replies(
     from transformers import GenerationConfig
 
     from alignment.data import encode_prompt
-    from alignment.launch import is_main_process
+    from alignment.distributed import is_main_process
 
     stop = stop_token_ids(tokenizer, model)
     pad = tokenizer.pad_token_id

@@ -31,7 +31,7 @@ def resolve_model_path(model_cfg: DictConfig) -> str:
         return locate_model(model_cfg.path, "model.path")
     if model_cfg.name != "tiny":
         raise AlignmentError(f"model '{model_cfg.name}' needs model.path=<hub id or local dir>")
-    from alignment.launch import barrier, is_main_process
+    from alignment.distributed import barrier, is_main_process
     from alignment.tiny_model import tiny_model_dir
 
     # Launched ranks: only rank 0 builds it (transformers writes weights on rank 0 only); the others wait, then load.

@@ -26,8 +26,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from alignment.atomic import write_atomic
 from alignment.config import RewardSourceConfig
+from alignment.distributed import barrier, is_main_process
 from alignment.errors import AlignmentError
-from alignment.launch import barrier, is_main_process
 from alignment.paths import DATA_DIR
 from alignment.stages.run_state import HASH_EXCLUDED, HASH_EXCLUDED_DISTRIBUTED, finished_metrics
 

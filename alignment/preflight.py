@@ -190,7 +190,8 @@ def _check_distributed(dist: DictConfig) -> None:
 
 
 def _processes(dist: DictConfig) -> int:
-    from alignment.launch import is_launched, total_processes, world_size
+    from alignment.distributed import is_launched, world_size
+    from alignment.launch import total_processes
 
     return world_size() if is_launched() else total_processes(dist)
 

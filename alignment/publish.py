@@ -66,7 +66,7 @@ def push_model(cfg: DictConfig) -> str | None:
     hub = cfg.get("hub")
     if hub is None or not hub.push:
         return None
-    from alignment.launch import is_launched
+    from alignment.distributed import is_launched
 
     if is_launched() or cfg.distributed.dry_run or int(cfg.distributed.machine_rank) != 0:
         return None

@@ -3,8 +3,8 @@
 The lock is ``fcntl.flock`` on that file, so it dies with its process: a killed run never blocks the next one. The
 file also says who holds it (pid, host, command line, start time) for the error a second run gets. A lock file whose
 flock nobody holds, or whose pid is gone on this host, was left by a killed run: it is taken over with a one-line
-notice. Processes started by ``accelerate launch`` (``alignment.launch.is_launched``) run under their parent's lock
-and do not take it. In a sweep each job locks its own job dir.
+notice. Processes started by ``accelerate launch`` (``alignment.distributed.is_launched``) run under their parent's
+lock and do not take it. In a sweep each job locks its own job dir.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ LOCK_FILE = ".alignment.lock"
 @contextlib.contextmanager
 def run_lock(output_dir: str | Path) -> Iterator[None]:
     """Hold ``output_dir``'s lock while the block runs; raise AlignmentError at once when another run holds it."""
-    from alignment.launch import is_launched
+    from alignment.distributed import is_launched
 
     if is_launched():  # the launching process holds it for its ranks
         yield

@@ -98,7 +98,7 @@ def register_resolvers() -> None:
 def start_job(cfg: DictConfig, overrides: list[str], multirun: bool) -> None:
     """Say where the run writes and how to resume it; in a sweep, clear an earlier attempt's failure record and
     group the job's tracking runs by the sweep."""
-    from alignment.launch import is_launched
+    from alignment.distributed import is_launched
 
     run_dir = Path(cfg.output_dir)
     if multirun:
@@ -120,7 +120,7 @@ def start_job(cfg: DictConfig, overrides: list[str], multirun: bool) -> None:
 
 def record_failure(cfg: DictConfig, overrides: list[str], err: BaseException) -> None:
     """Write the job's ``failed.json`` and say in one line that the sweep goes on."""
-    from alignment.launch import is_main_process
+    from alignment.distributed import is_main_process
 
     message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     if is_main_process():

@@ -172,7 +172,7 @@ def run(cfg: DictConfig) -> dict:
         row = {"prompt": prompt, "oracle": oracles[i], "replies": {label: replies[label][i] for label in replies}}
         row["scores"] = {s: {label: per[label][i] for label in per} for s, per in scores.items()}
         lines.append(json.dumps(row, ensure_ascii=False) + "\n")
-    from alignment.launch import is_main_process
+    from alignment.distributed import is_main_process
 
     if is_main_process():
         write_atomic(stage.dir / "compare.jsonl", "".join(lines))

@@ -90,7 +90,7 @@ def score_policy(cfg: DictConfig, stage, model, tokenizer) -> list[dict]:
     record the metrics on ``stage`` and return the samples.jsonl lines."""
     from alignment.evaluation.prompts import held_out_prompts
     from alignment.evaluation.scoring import win_rate
-    from alignment.oracle_eval import summarize
+    from alignment.oracle.evaluate import summarize
     from alignment.rewards import build_reward_fn
 
     rows = held_out_prompts(cfg, int(cfg.oracle_eval.num_prompts))
@@ -161,8 +161,8 @@ def score_policy(cfg: DictConfig, stage, model, tokenizer) -> list[dict]:
 
 def run(cfg: DictConfig) -> dict:
     from alignment.atomic import write_atomic
+    from alignment.distributed import is_main_process
     from alignment.evaluation.held_out import policy_loss, reward_model_accuracy
-    from alignment.launch import is_main_process
     from alignment.models import load_causal_lm, load_sequence_classifier, load_tokenizer, resolve_model_path
     from alignment.stages.stage_run import StageRun
 

@@ -56,8 +56,8 @@ def run(cfg: DictConfig) -> dict:
     from alignment.atomic import write_atomic
     from alignment.data import load_dataset
     from alignment.data.sources import data_path
+    from alignment.distributed import is_main_process
     from alignment.generation import sample_replies
-    from alignment.launch import is_main_process
     from alignment.models import load_causal_lm, load_tokenizer, resolve_model_path
     from alignment.stages.stage_run import StageRun
 

@@ -69,7 +69,7 @@ def _mean(values: list[float]) -> float:
 
 def run(cfg: DictConfig) -> dict:
     from alignment.atomic import write_atomic
-    from alignment.launch import is_main_process
+    from alignment.distributed import is_main_process
     from alignment.progress import progress
     from alignment.stages.online import reward_function
     from alignment.stages.stage_run import StageRun

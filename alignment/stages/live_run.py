@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from alignment import interrupt
+from alignment.distributed import is_main_process
 from alignment.errors import RunInterrupted
-from alignment.launch import is_main_process
 from alignment.progress import interactive
 from alignment.secrets import SecretFilter
 

@@ -27,8 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from alignment import interrupt
 from alignment.atomic import write_atomic
-from alignment.errors import AlignmentError, RunInterrupted
-from alignment.launch import (
+from alignment.distributed import (
     barrier,
     defer_evaluation,
     forget_previous_stage,
@@ -36,6 +35,7 @@ from alignment.launch import (
     is_main_process,
     peak_rss_mb,
 )
+from alignment.errors import AlignmentError, RunInterrupted
 from alignment.paths import DATA_DIR
 from alignment.progress import interactive, quiet_library_bars
 from alignment.stages import trainer_args, trainer_checks
@@ -158,7 +158,7 @@ class StageRun:
         the scored samples beside it."""
         if suffix == "_before" and not self.cfg.get("evaluate_before", True):
             return
-        from alignment.oracle_eval import oracle_scores
+        from alignment.oracle.evaluate import oracle_scores
 
         # Every rank generates (ZeRO-3 needs them all for each forward); rank 0 keeps the samples.
         samples = self.dir / f"oracle_samples{suffix}.jsonl" if is_main_process() else None

@@ -214,7 +214,8 @@ def check_trainer_config(cfg: DictConfig, stage_dir: Path | None = None) -> None
 
     Imports TRL: call it after the command line's cheap checks (a stage's start, a pipeline's start).
     """
-    from alignment.launch import is_launched, total_processes, world_size
+    from alignment.distributed import is_launched, world_size
+    from alignment.launch import total_processes
 
     stage = str(cfg.stage)
     values = OmegaConf.to_container(cfg.trainer, resolve=True)
@@ -245,7 +246,7 @@ def check_trainer_config(cfg: DictConfig, stage_dir: Path | None = None) -> None
         from alignment.stages.trainer_args import trainer_args  # it calls validate_trainer_values from here
 
         trainer_args(cfg, name, stage_dir, config_cls)
-    from alignment.launch import forget_previous_stage
+    from alignment.distributed import forget_previous_stage
 
     forget_previous_stage()  # a ZeRO-3 config registered by this trial build must not shard the next model load
 

@@ -133,7 +133,7 @@ def transform_train_rows(cfg, train: Dataset, held_out: Dataset | None, stage_di
         max_length=int(cfg.data.max_length) if cfg.data.get("max_length") else None,
     )
     rows, records = apply_transforms(train, specs, ctx)
-    from alignment.launch import is_main_process
+    from alignment.distributed import is_main_process
 
     if is_main_process():
         write_record(stage_dir, records, len(train), len(rows), int(cfg.seed))
