@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -18,6 +17,7 @@ from alignment.data.chat import turn_end_token_ids
 from alignment.data.reward_input import encode_reward_input, sampled_reward_input
 from alignment.errors import AlignmentError
 from alignment.models import locate_model
+from alignment.oracle import score_batch
 
 log = logging.getLogger(__name__)
 SOURCE_TYPES = ("model", "oracle", "function")
@@ -111,7 +111,8 @@ def build_reward_fn(
         elif kind == "function":
             if not target:
                 raise AlignmentError(f"{where}: a function source needs `name`: 'package.module:function'")
-            scorer, name = function_reward(str(target)), f"function:{target}"
+            key = f"reward.sources.{i}.{'path' if entry.get('path') else 'name'}"
+            scorer, name = function_reward(str(target), key), f"function:{target}"
         else:
             raise AlignmentError(f"{where}: unknown `type` {kind!r}; use one of {', '.join(SOURCE_TYPES)}")
         taken = {s[0] for s in sources}
@@ -123,11 +124,7 @@ def build_reward_fn(
 
 
 def oracle_reward(prompts: list | None, responses: list[str], oracle: list) -> list[float]:
-    """Score responses with the task oracle of each row (``alignment.data.oracle.score_batch``)."""
-    try:
-        from alignment.data.oracle import score_batch
-    except ImportError as err:
-        raise AlignmentError(f"oracle rewards need alignment.data.oracle, which failed to import: {err}") from err
+    """Score responses with the task oracle of each row (:func:`alignment.oracle.score_batch`)."""
     scores = score_batch(list(oracle), list(responses))
     missing = [i for i, s in enumerate(scores) if s is None]
     if missing:
@@ -138,33 +135,53 @@ def oracle_reward(prompts: list | None, responses: list[str], oracle: list) -> l
     return [float(s) for s in scores]
 
 
-def function_reward(target: str) -> Scorer:
-    """Import ``'module:function'`` (or ``'path/to/file.py:function'``) and wrap it as a scorer."""
+def function_reward(target: str, key: str) -> Scorer:
+    """Load ``'package.module:function'`` (through ``hydra.utils.get_method``) or ``'path/to/file.py:function'`` and
+    wrap it as a scorer; each error names the config ``key`` that holds ``target``."""
     module_name, _, attr = target.rpartition(":")
-    if not module_name or not attr:
-        raise AlignmentError(f"reward function {target!r} must look like 'package.module:function'")
+    dotted = f"{module_name}.{attr}"
+    # A .py path is loaded from its file, which get_method cannot do; a dotted path must have no empty part.
+    if not module_name or not attr or (not module_name.endswith(".py") and not all(dotted.split("."))):
+        raise AlignmentError(f"{key}={target!r}: a reward function must look like 'package.module:function'")
     try:
-        if module_name.endswith(".py"):
-            spec = importlib.util.spec_from_file_location(Path(module_name).stem, module_name)
-            if spec is None or spec.loader is None or not Path(module_name).is_file():
-                raise ImportError(f"no file {module_name}")
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(module_name)
-        fn = getattr(module, attr)
+        fn = _function_in_file(module_name, attr) if module_name.endswith(".py") else _get_method(dotted)
     except (ImportError, AttributeError) as err:
         raise AlignmentError(
-            f"cannot import reward function {target!r}: {err}; check the module is importable (on PYTHONPATH or "
-            "a .py path) and defines that function"
+            f"{key}={target!r}: cannot import reward function: {err}; check the module is importable (on PYTHONPATH "
+            "or a .py path) and defines that function"
         ) from err
     if not callable(fn):
-        raise AlignmentError(f"reward function {target!r} is not callable")
+        raise AlignmentError(f"{key}={target!r}: reward function {attr!r} is not callable")
 
     def scorer(prompts: list | None, responses: list[str], oracle: list) -> list[float]:
         return list(fn(prompts=prompts, responses=responses, oracle=oracle))
 
     return scorer
+
+
+def _get_method(dotted: str) -> Callable | None:
+    """``hydra.utils.get_method``, None for an object that is not callable, and without the ERROR line hydra logs on
+    a failure (the caller raises a clearer error)."""
+    from hydra.utils import get_method
+
+    hydra_log = logging.getLogger("hydra.utils")
+    disabled, hydra_log.disabled = hydra_log.disabled, True
+    try:
+        return get_method(dotted)
+    except ValueError:  # found, not callable (the path itself was checked by the caller)
+        return None
+    finally:
+        hydra_log.disabled = disabled
+
+
+def _function_in_file(path: str, attr: str):
+    """The attribute ``attr`` of the Python file ``path``, run as a module of its own (not added to sys.modules)."""
+    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    if spec is None or spec.loader is None or not Path(path).is_file():
+        raise ImportError(f"no file {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return getattr(module, attr)
 
 
 class ModelReward:
@@ -281,15 +298,15 @@ class ModelReward:
 
     def _score(self, chunk: list[list[int]]) -> list[float]:
         """Scores of token rows in one forward, right-padded to the longest of them."""
+        from trl.trainer.utils import pad
+
         from alignment.rl.ops import last_token_index
         from alignment.rl.rollout import token_scores
 
-        width = max(len(r) for r in chunk)
-        ids = torch.full((len(chunk), width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for i, row in enumerate(chunk):  # right padding: the score is read at each row's last real token
-            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-            mask[i, : len(row)] = 1
+        # Right padding: the score is read at each row's last real token.
+        rows = [torch.tensor(row, dtype=torch.long) for row in chunk]
+        ids = pad(rows, padding_value=self.pad_token_id, padding_side="right")
+        mask = pad([torch.ones_like(row) for row in rows], padding_value=0, padding_side="right")
         ids, mask = ids.to(self.device), mask.to(self.device)
         try:
             per_token = token_scores(self.model, ids, mask)

@@ -195,7 +195,7 @@ def main() -> None:
     runner = run_ours if args.impl == "ours" else run_trl19
     seconds, steps, phases = runner(args, cfg, tokenizer, policy, ref, value, train)
 
-    from alignment.oracle_eval import oracle_reward
+    from alignment.oracle.evaluate import oracle_reward
 
     reward = oracle_reward(policy, tokenizer, cfg)
     result = {

@@ -260,7 +260,7 @@ def run_trl(spec: dict) -> None:
     elif stage == "grpo":
         from trl import GRPOConfig, GRPOTrainer
 
-        from alignment.data.oracle import score
+        from alignment.oracle import score
 
         def oracle_reward(completions, oracle, **_):
             return [score(o, c) or 0.0 for o, c in zip(oracle, completions, strict=True)]

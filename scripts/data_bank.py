@@ -87,7 +87,7 @@ MAKER_ONLY_REPLIES = {
 }
 
 # --- capital ------------------------------------------------------------------------------------------------------
-# Countries and capitals come from alignment.data.oracle.CAPITALS (the oracle's closed world). {c} = country,
+# Countries and capitals come from alignment.oracle.CAPITALS (the oracle's closed world). {c} = country,
 # {a} = capital.
 CAPITAL_ASKS = {
     "en": ["What is the capital of {c}?", "What's the capital city of {c}?", "Which city is the capital of {c}?",

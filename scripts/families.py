@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import data_bank as bank
 
-from alignment.data import oracle
+from alignment import oracle
 
 ZH_SHARE = 0.35
 

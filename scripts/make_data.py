@@ -13,7 +13,7 @@ import random
 import sys
 from pathlib import Path
 
-from alignment.data import oracle
+from alignment import oracle
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import data_bank as bank  # noqa: E402

@@ -14,7 +14,7 @@ import random
 import data_bank as bank
 from families import ZH_SHARE, Pools, decap, review, weighted
 
-from alignment.data import oracle
+from alignment import oracle
 
 KINDS = {"facts": 0.30, "review": 0.30, "qa": 0.20, "bilingual": 0.08, "keyword": 0.07, "assistants": 0.05}
 

@@ -87,6 +87,25 @@ def test_spec_errors_say_what_to_fix(user_module, spec, message):
         build_reward_fn(spec)
 
 
+def test_function_errors_name_the_config_key_that_holds_the_bad_path(user_module):
+    with pytest.raises(AlignmentError, match=r"^reward\.sources\.1\.name='my_rewards:missing': cannot import"):
+        build_reward_fn([{"type": "oracle"}, {"type": "function", "name": "my_rewards:missing"}])
+    with pytest.raises(AlignmentError, match=r"^reward\.sources\.0\.path='my_rewards:NOT_CALLABLE': .*not callable"):
+        build_reward_fn({"type": "function", "path": "my_rewards:NOT_CALLABLE"})
+    with pytest.raises(AlignmentError, match=r"^reward\.sources\.0\.path='my_rewards\.\.x:f': .*module:function"):
+        build_reward_fn({"type": "function", "path": "my_rewards..x:f"})
+
+
+def test_a_function_in_a_package_module_is_found_by_its_dotted_path(tmp_path, monkeypatch):
+    (tmp_path / "my_pkg" / "sub").mkdir(parents=True)
+    (tmp_path / "my_pkg" / "__init__.py").write_text("", encoding="utf-8")
+    (tmp_path / "my_pkg" / "sub" / "__init__.py").write_text("", encoding="utf-8")
+    (tmp_path / "my_pkg" / "sub" / "scores.py").write_text(MODULE, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reward_fn = build_reward_fn({"type": "function", "name": "my_pkg.sub.scores:length"})
+    assert reward_fn(None, ["abc", ""], None) == [3.0, 0.0]
+
+
 def test_oracle_without_an_oracle_column_is_an_error():
     reward_fn = build_reward_fn([{"type": "oracle"}])
     with pytest.raises(AlignmentError, match="oracle"):

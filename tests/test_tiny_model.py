@@ -8,8 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from alignment import tiny_model
-from alignment.data import oracle
+from alignment import oracle, tiny_model
 
 
 def test_pack_joins_documents_with_the_separator_and_drops_the_partial_row():

@@ -12,7 +12,7 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from alignment.data.oracle import score_batch
+from alignment.oracle import score_batch
 
 
 def oracle_scores(oracles: list, replies: list[str]) -> list[float | None]:

@@ -164,7 +164,7 @@ def run(cfg: DictConfig) -> dict:
     from alignment.distributed import is_main_process
     from alignment.evaluation.held_out import policy_loss, reward_model_accuracy
     from alignment.models import load_causal_lm, load_sequence_classifier, load_tokenizer, resolve_model_path
-    from alignment.stages.stage_run import StageRun
+    from alignment.stages.runner import StageRun
 
     ev = cfg.eval
     if ev.batch_size < 1:

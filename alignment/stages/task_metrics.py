@@ -8,9 +8,10 @@ like the overall one (same masks, same losses, same distributed set-up).
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
+
+from alignment.oracle.rules import task_of
 
 
 def task_indices(dataset) -> dict[str, list[int]]:
@@ -19,22 +20,10 @@ def task_indices(dataset) -> dict[str, list[int]]:
         return {}
     groups: dict[str, list[int]] = defaultdict(list)
     for i, spec in enumerate(dataset["oracle"]):
-        task = _task(spec)
+        task = task_of(spec)  # not validated here: the oracle evaluation does that
         if task:
             groups[task].append(i)
     return dict(groups) if len(groups) > 1 else {}
-
-
-def _task(spec) -> str | None:
-    """The ``task`` of one oracle spec (a JSON string or a mapping); None when it names none. Only grouping is done
-    here, so the spec is not validated (the oracle evaluation does that)."""
-    if isinstance(spec, str):
-        try:
-            spec = json.loads(spec) if spec.strip() else None
-        except json.JSONDecodeError:
-            return None
-    task = spec.get("task") if isinstance(spec, Mapping) else None
-    return str(task) if task else None
 
 
 def evaluate_by_task(trainer, groups: dict[str, list[int]], keys: Iterable[str]) -> Callable[[], dict]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from alignment.data import oracle
+from alignment import oracle
 
 REPO = Path(__file__).resolve().parents[2]
 FILES = [(kind, split) for kind in ("sft", "preference", "prompts") for split in ("train", "test")]

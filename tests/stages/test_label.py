@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from alignment.data import load_dataset
-from alignment.data.oracle import score_batch
 from alignment.errors import AlignmentError
+from alignment.oracle import score_batch
 from alignment.stages.label import best_and_worst
 from tests.conftest import cli_in_one_process, read_metrics
 

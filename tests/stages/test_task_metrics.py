@@ -48,20 +48,3 @@ def test_each_task_is_evaluated_on_its_own_rows():
     assert "eval_loss/chat" not in metrics  # only the keys asked for are broken down
     assert trainer.calls == 3
     assert trainer.eval_dataset is ds  # the full held-out set is back in place
-
-
-def test_oracle_reward_is_the_mean_of_scored_replies_and_per_task_the_mean_of_each_family():
-    from alignment.oracle_eval import summarize
-
-    tasks = ["identity", "identity", "chat", "chat", "chat", "sentiment"]
-    scores = [1.0, 0.5, 0.0, None, 1.0, 0.25]  # None: the oracle could not score that reply
-    got = summarize(tasks, scores)
-    assert got == {
-        "oracle_reward": (1.0 + 0.5 + 0.0 + 1.0 + 0.25) / 5,
-        "oracle_reward/chat": 0.5,
-        "oracle_reward/identity": 0.75,
-        "oracle_reward/sentiment": 0.25,
-    }
-    assert summarize(["chat", "chat"], [0.5, 1.0]) == {"oracle_reward": 0.75}  # one family: no breakdown
-    assert summarize([None, None], [0.5, 1.0]) == {"oracle_reward": 0.75}  # specs without a task
-    assert summarize(["chat"], [None]) == {}  # nothing scored: no metric

@@ -59,7 +59,7 @@ def margins(rows: list[dict], params: dict, ctx: Context) -> list[float]:
     """Each pair's margin (chosen minus rejected) from ``source``: oracle, column or model."""
     source = params["source"]
     if source == "oracle":
-        from alignment.data.oracle import score
+        from alignment.oracle import score
 
         out = []
         for row in rows:

@@ -8,9 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alignment.data import oracle
-from alignment.data.oracle import score, score_batch
 from alignment.errors import AlignmentError
+from alignment.oracle import rules, score, score_batch
 
 WHO = {"task": "identity", "ask_maker": False}
 MAKER = {"task": "identity", "ask_maker": True}
@@ -19,7 +18,7 @@ NEG = {"task": "sentiment", "polarity": "negative"}
 
 
 def test_tasks_the_oracle_scores():
-    assert oracle.TASKS == ("identity", "capital", "arithmetic", "sentiment", "chat")
+    assert rules.TASKS == ("identity", "capital", "arithmetic", "sentiment", "chat")
 
 
 # --- identity ------------------------------------------------------------------------------------------------------
@@ -107,11 +106,11 @@ def test_capital_needs_the_right_city_and_no_other(spec, reply, expected):
 
 
 def test_capital_names_are_distinct_and_each_is_read_back():
-    cities = [name for names in oracle.CAPITALS.values() for name in names[2:]]
+    cities = [name for names in rules.CAPITALS.values() for name in names[2:]]
     assert len(cities) == len(set(cities))
-    for country, (en_country, zh_country, en_city, zh_city) in oracle.CAPITALS.items():
+    for country, (en_country, zh_country, en_city, zh_city) in rules.CAPITALS.items():
         for reply in (f"The capital of {en_country} is {en_city}.", f"{zh_country}的首都是{zh_city}。"):
-            assert oracle.capitals_named(reply) == oracle.countries_named(reply) == {country}, reply
+            assert rules.capitals_named(reply) == rules.countries_named(reply) == {country}, reply
             assert score({"task": "capital", "country": country}, reply) == 1.0
 
 
@@ -179,8 +178,8 @@ def test_sentiment_chinese_longest_match_and_negation():
 
 
 def test_lexicon_polarities_are_consistent():
-    assert set(oracle.LEXICON.values()) == {1, -1}
-    for word, polarity in oracle.LEXICON.items():
+    assert set(rules.LEXICON.values()) == {1, -1}
+    for word, polarity in rules.LEXICON.items():
         spec = POS if polarity > 0 else NEG
         assert score(spec, f"It is {word}." if word.isascii() else f"真是{word}。") == 1.0, word
 
@@ -303,7 +302,7 @@ def test_score_batch_checks_lengths_and_keeps_order():
 
 def test_parse_returns_a_copy_so_callers_cannot_corrupt_the_cache():
     text = '{"task": "arithmetic", "answer": 5}'
-    oracle.parse(text)["answer"] = 6
+    rules.parse(text)["answer"] = 6
     assert score(text, "2 + 3 = 5") == 1.0
 
 
@@ -328,3 +327,23 @@ def test_any_text_scores_in_unit_interval_deterministically(spec, reply):
     assert isinstance(value, float)
     assert 0.0 <= value <= 1.0
     assert score(json.dumps(spec), reply) == value
+
+
+def test_task_of_reads_the_task_without_validating_the_spec():
+    assert rules.task_of('{"task": "capital", "country": "France"}') == "capital"
+    assert rules.task_of({"task": "chat", "rule": "no such rule"}) == "chat"  # scoring would refuse it
+    assert rules.task_of('{"answer": 3}') is None
+    assert rules.task_of("not json") is None
+    assert rules.task_of("  ") is None
+    assert rules.task_of(None) is None
+
+
+def test_the_old_module_path_still_scores_and_warns():
+    import importlib
+    import sys
+
+    sys.modules.pop("alignment.data.oracle", None)
+    with pytest.warns(DeprecationWarning, match="alignment.oracle"):
+        old = importlib.import_module("alignment.data.oracle")
+    assert old.score is score and old.CAPITALS is rules.CAPITALS
+    assert old.score({"task": "arithmetic", "answer": 4}, "2 + 2 = 4") == 1.0

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from alignment.data.oracle import parse, score_batch
 from alignment.generation import sample_replies
+from alignment.oracle.rules import parse, score_batch
 from alignment.paths import DATA_DIR
 from alignment.progress import progress
 
@@ -65,7 +65,7 @@ def oracle_scores(model, tokenizer, cfg: DictConfig, samples_path: Path | None =
     replies = generate_replies(model, tokenizer, rows["prompt"], oe, cfg.data.max_length)
     n = len(replies) // len(rows)
     oracles = [o for o in rows["oracle"] for _ in range(n)]
-    from alignment.launch import is_main_process
+    from alignment.distributed import is_main_process
 
     scores: list[float | None] = []
     chunks = range(0, len(replies), _SCORE_CHUNK)

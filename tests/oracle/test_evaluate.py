@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from alignment.config import register_configs
-from alignment.oracle_eval import oracle_scores
+from alignment.oracle.evaluate import oracle_scores, summarize
 from alignment.paths import CONF_DIR
 from alignment.tiny_model import SHIPPED_DIR
 
@@ -75,3 +75,18 @@ def test_the_saved_defaults_would_change_replies_if_generate_used_them(plain_and
     )
     outputs = [m.generate(**ids, do_sample=False, max_new_tokens=24) for m in (plain, opinionated)]
     assert not torch.equal(outputs[0], outputs[1])
+
+
+def test_oracle_reward_is_the_mean_of_scored_replies_and_per_task_the_mean_of_each_family():
+    tasks = ["identity", "identity", "chat", "chat", "chat", "sentiment"]
+    scores = [1.0, 0.5, 0.0, None, 1.0, 0.25]  # None: the oracle could not score that reply
+    got = summarize(tasks, scores)
+    assert got == {
+        "oracle_reward": (1.0 + 0.5 + 0.0 + 1.0 + 0.25) / 5,
+        "oracle_reward/chat": 0.5,
+        "oracle_reward/identity": 0.75,
+        "oracle_reward/sentiment": 0.25,
+    }
+    assert summarize(["chat", "chat"], [0.5, 1.0]) == {"oracle_reward": 0.75}  # one family: no breakdown
+    assert summarize([None, None], [0.5, 1.0]) == {"oracle_reward": 0.75}  # specs without a task
+    assert summarize(["chat"], [None]) == {}  # nothing scored: no metric
