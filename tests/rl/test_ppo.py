@@ -331,3 +331,73 @@ def test_a_reward_model_sharing_the_tokenizer_scores_the_sampled_tokens(tok, tmp
     assert sorted(seen) == sorted(sampled)  # the very tokens sampled, prompt included
     cut_short = [row for row in sampled if row[-1] not in stop]
     assert cut_short and len(cut_short) < len(sampled)  # and a reply cut short got no end-of-turn
+
+
+# Measured from the PPO loop as it stood before its renovation onto TRL's log-prob ops, transformers' scheduler and
+# accelerate's checkpoint state; they only guard that such rewrites keep the numbers (a regression test), they are
+# not derived by hand. ``score`` is the reward.
+PINNED = {  # name: (settings overrides, each stat's value at steps 1, 2, 3)
+    "default": (
+        {},
+        {
+            "policy_loss": [-0.04175077844411135, -0.04761476628482342, -0.033238621428608894],
+            "value_loss": [0.016252204310148954, 0.0051444522105157375, 0.0011374983296263963],
+            "approx_kl": [0.023931348230689764, 0.007238861231602612, 0.002503845578758046],
+            "policy_clipfrac": [0.21875, 0.08234127052128315, 0.01171875],
+            "value_clipfrac": [0.01171875, 0.0, 0.18359375],
+            "entropy": [5.674672842025757, 5.659903645515442, 5.650742888450623],
+            "score": [0.02708333358168602, 0.017045455053448677, 0.024626415222883224],
+            "kl": [0.0, 0.027529865503311157, 0.18216022849082947],
+            "lr": [0.006666666666666668, 0.003333333333333334, 0.0],
+        },
+    ),
+    "accumulation_entropy_constant": (
+        {
+            "gradient_accumulation_steps": 2,
+            "entropy_coef": 0.05,
+            "lr_scheduler_type": "constant",
+            "whiten_rewards": True,
+        },
+        {
+            "policy_loss": [-0.05564492428675294, -0.0451766662299633, -0.04022157937288284],
+            "value_loss": [2.532467521727085, 2.6424712352454662, 2.508796891197562],
+            "approx_kl": [0.029051443503705254, 0.024921812233519997, 0.018383379443549952],
+            "policy_clipfrac": [0.3359375, 0.25176411122083664, 0.25],
+            "value_clipfrac": [0.203125, 0.16796875, 0.0],
+            "entropy": [5.673435091972351, 5.658461332321167, 5.6181734800338745],
+            "score": [0.02708333358168602, 0.014610390178859234, 0.008333333767950535],
+            "kl": [0.0, 0.09098878502845764, 0.2986058294773102],
+            "lr": [0.01, 0.01, 0.01],
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PINNED))
+def test_ppo_losses_stay_the_pinned_ones(tok, name):
+    """Same seed, same tiny models: every step's losses and stats equal the ones measured before (rel 1e-4)."""
+    overrides, expected = PINNED[name]
+    policy, ref, value = models(tok)
+    trainer = PPOTrainer(policy, ref, value, tok, share_of_a, dataset(tok), settings(**overrides), [tok.eos_token_id])
+    trainer.train()
+    for key, values in expected.items():
+        assert [stats[key] for stats in trainer.history] == pytest.approx(values, rel=1e-4, abs=1e-9), key
+
+
+def test_first_minibatch_of_each_step_has_ratio_one(tok, monkeypatch):
+    """Before a step's first optimiser update the policy is the rollout's policy: ratio 1, so the stats that measure
+    the ratio's move (``approx_kl`` = mean(log ratio^2)/2, ``policy_clipfrac``) are 0 there, and later ones are not."""
+    policy, ref, value = models(tok)
+    s = settings(group_by_length=False)  # one forward per micro-batch: each _compute_losses call is one minibatch
+    trainer = PPOTrainer(policy, ref, value, tok, share_of_a, dataset(tok), s, [tok.eos_token_id])
+    seen = []
+    losses = trainer._compute_losses
+    monkeypatch.setattr(trainer, "_compute_losses", lambda part, count: seen.append(losses(part, count)) or seen[-1])
+    trainer.train()
+    per_step = s.ppo_epochs * s.rollout_batch_size // s.mini_batch_size
+    assert len(seen) == s.max_steps * per_step
+    for step in range(s.max_steps):
+        first, *later = seen[step * per_step : (step + 1) * per_step]
+        assert first["approx_kl"].item() == pytest.approx(0.0, abs=1e-6)
+        assert first["policy_clipfrac"].item() == pytest.approx(0.0, abs=1e-6)
+        assert all(terms["approx_kl"].item() > 1e-6 for terms in later)
