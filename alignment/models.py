@@ -131,7 +131,7 @@ def set_pad_token(tokenizer, source: str = "") -> str | None:
     (unk, or one meant for padding), and only where none exists by a new ``<|pad|>`` token; the model loaders then
     grow the embeddings to cover it (:func:`match_tokenizer`).
     """
-    from alignment.data.chat import turn_end_token_ids
+    from alignment.data.encode import turn_end_token_ids
 
     ends = set(turn_end_token_ids(tokenizer))
     if tokenizer.pad_token is not None and tokenizer.pad_token_id not in ends:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from alignment.data.chat import turn_end_token_ids
+from alignment.data.encode import turn_end_token_ids
 from alignment.data.reward_input import encode_reward_input, sampled_reward_input
 from alignment.errors import AlignmentError
 from alignment.models import locate_model

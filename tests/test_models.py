@@ -10,7 +10,7 @@ from datasets import Dataset
 from omegaconf import OmegaConf
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from alignment.data.chat import turn_end_token_ids
+from alignment.data.encode import turn_end_token_ids
 from alignment.data.tokenize import tokenize_sft
 from alignment.models import load_causal_lm, load_sequence_classifier, load_tokenizer
 from tests.data.test_reward_input import llama3_tokenizer

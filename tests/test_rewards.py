@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, Qwen2Config, Qwen2ForSequenceClassification
 
-from alignment.data.chat import turn_end_token_ids
+from alignment.data.encode import turn_end_token_ids
 from alignment.data.reward_input import encode_reward_input
 from alignment.errors import AlignmentError
 from alignment.rewards import build_reward_fn

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 # Where each public name lives; imported on first use, so that checks which only need formats stay fast (the
 # tokenisation and loading modules pull in transformers and datasets).
 _EXPORTS = {
-    "encode_chat": "chat",
-    "encode_preference": "chat",
-    "encode_prompt": "chat",
-    "turn_end_token_ids": "chat",
+    "encode_chat": "encode",
+    "encode_preference": "encode",
+    "encode_prompt": "encode",
+    "turn_end_token_ids": "encode",
     "load_dataset": "loading",
     "load_dataset_with_report": "loading",
     "load_train_eval": "sources",
@@ -24,7 +24,7 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
-    from alignment.data.chat import encode_chat, encode_preference, encode_prompt, turn_end_token_ids
+    from alignment.data.encode import encode_chat, encode_preference, encode_prompt, turn_end_token_ids
     from alignment.data.loading import load_dataset, load_dataset_with_report
     from alignment.data.sources import load_train_eval
     from alignment.data.tokenize import tokenize_preference, tokenize_prompts, tokenize_sft

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 
-from alignment.data.chat import Messages, Tools, encode_preference
+from alignment.data.encode import Messages, Tools, encode_preference
 
 
 def reward_pair(encoded: Mapping[str, list[int]]) -> dict[str, list[int]]:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from datasets import Dataset
 
-from alignment.data.chat import _check_train_on, _encode_prompt, encode_chat_with_info, encode_preference_with_info
+from alignment.data.encode import _check_train_on, _encode_prompt, encode_chat_with_info, encode_preference_with_info
 from alignment.errors import AlignmentError
 
 logger = logging.getLogger("alignment.data")

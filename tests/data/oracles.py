@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from alignment.data.chat import IGNORE_INDEX
+from alignment.data.encode import IGNORE_INDEX
 
 try:
     from tests.data.templates import TEMPLATES

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForSequenceClassification, PreTrainedTokenizerFast
 
-from alignment.data.chat import encode_preference, turn_end_token_ids
+from alignment.data.encode import encode_preference, turn_end_token_ids
 from alignment.data.reward_input import encode_reward_input, sampled_reward_input
 from alignment.data.tokenize import tokenize_preference
 from alignment.models import load_sequence_classifier, load_tokenizer

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from alignment.data.chat import encode_preference
+from alignment.data.encode import encode_preference
 from tests.conftest import FAST, read_metrics, run_cli
 from tests.stages.test_dpo import STEPS, changed_fraction
 

@@ -1,4 +1,4 @@
-"""Tool-call conversations through alignment.data.chat, under every template in templates.py that renders tool calls.
+"""Tool-call conversations through alignment.data.encode, under every template in templates.py that renders tool calls.
 
 Rows come as canonical rows do after ``datasets`` (Arrow): arguments and ``tools`` as JSON strings, None in every
 optional key a message does not use, None content on a call. The expected trained text is written per template in
@@ -14,7 +14,7 @@ from datasets import Dataset
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from alignment.data.chat import IGNORE_INDEX, encode_chat, encode_preference, encode_prompt, turn_end_token_ids
+from alignment.data.encode import IGNORE_INDEX, encode_chat, encode_preference, encode_prompt, turn_end_token_ids
 from alignment.data.render import render
 from alignment.errors import AlignmentError
 

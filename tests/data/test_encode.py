@@ -1,4 +1,4 @@
-"""Property tests of alignment.data.chat over twelve real-world chat templates (see templates.py).
+"""Property tests of alignment.data.encode over twelve real-world chat templates (see templates.py).
 
 Expected trained text is computed here independently, from how each template renders an assistant turn, and
 compared with what the encoder's labels select.
@@ -13,8 +13,8 @@ from datasets import Dataset
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from alignment.data import chat
-from alignment.data.chat import (
+from alignment.data import encode
+from alignment.data.encode import (
     IGNORE_INDEX,
     encode_chat,
     encode_chat_with_info,
@@ -277,14 +277,14 @@ def test_phi_trailing_newline_and_eos_are_not_trained(chat_tokenizers):
 
 
 def test_mistral_system_prompt_dropped_by_template_is_reported(chat_tokenizers, caplog, monkeypatch):
-    monkeypatch.setattr(chat, "_WARNED", set())  # warned once per template per process: forget earlier tests
+    monkeypatch.setattr(encode, "_WARNED", set())  # warned once per template per process: forget earlier tests
     tok = chat_tokenizers["mistral-nemo"]
     conv = [
         {"role": "system", "content": "be terse"},
         {"role": "user", "content": "hi"},
         {"role": "assistant", "content": "yo"},
     ]
-    with caplog.at_level(logging.WARNING, logger="alignment.data.chat"):
+    with caplog.at_level(logging.WARNING, logger="alignment.data.encode"):
         enc = encode_chat(tok, conv)
     assert "be terse" not in decode(tok, enc["input_ids"])
     assert any("drops the system prompt" in r.message for r in caplog.records)
@@ -405,3 +405,16 @@ def test_tokenize_prompts_keeps_prompt_and_oracle(chat_tokenizers):
     assert stats == {"rows": 2, "kept": 2, "truncated": 1, "dropped_empty": 0}
     assert sorted(out.column_names) == ["oracle", "prompt", "prompt_ids"]
     assert out[0]["prompt_ids"] == encode_prompt(tok, "2+2?") and len(out[1]["prompt_ids"]) == 20
+
+
+def test_the_old_module_path_still_encodes_and_warns():
+    import importlib
+    import sys
+
+    from alignment.data import encode_chat
+
+    sys.modules.pop("alignment.data.chat", None)
+    with pytest.warns(DeprecationWarning, match="alignment.data.encode"):
+        old = importlib.import_module("alignment.data.chat")
+    assert old.encode_chat is encode_chat is encode.encode_chat
+    assert old.IGNORE_INDEX == -100 and old.turn_end_token_ids is encode.turn_end_token_ids
