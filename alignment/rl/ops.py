@@ -140,25 +140,24 @@ def clipped_value_loss(
 
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy of the categorical distribution given by ``logits`` over the last dimension."""
-    probs = torch.softmax(logits, dim=-1)
-    return torch.logsumexp(logits, dim=-1) - (probs * logits).sum(dim=-1)
+    """Entropy of the categorical distribution given by ``logits`` over the last dimension (TRL's chunked op)."""
+    from trl.trainer.utils import entropy_from_logits as trl_entropy  # TRL loads slowly: only when a model runs
+
+    return trl_entropy(logits)
 
 
 def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Log-probability of each ``labels`` token under ``logits`` without materialising a full log-softmax.
+    """Log-probability of each ``labels`` token under ``logits`` (TRL's ``selective_log_softmax``), in float32 at least.
 
-    Half-precision logits are upcast one row at a time, since a float32 copy of a whole batch of vocab-sized
-    logits is often the largest tensor of the step.
+    Half-precision logits are upcast one row at a time: TRL's own half-precision path returns half-precision
+    log-probs, too coarse for the PPO ratio, and a float32 copy of the whole batch is often the step's largest tensor.
     """
+    from trl.trainer.utils import selective_log_softmax
+
     if logits.dtype in (torch.float16, torch.bfloat16):
-        rows = []
-        for row_logits, row_labels in zip(logits, labels, strict=True):
-            row = row_logits.float()
-            rows.append(row.gather(-1, row_labels.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(row, dim=-1))
-        return torch.stack(rows)
-    picked = logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
-    return picked - torch.logsumexp(logits, dim=-1)
+        rows = zip(logits, labels, strict=True)
+        return torch.stack([selective_log_softmax(row.float(), row_labels) for row, row_labels in rows])
+    return selective_log_softmax(logits, labels)
 
 
 def last_token_index(mask: torch.Tensor) -> torch.Tensor:

@@ -142,6 +142,20 @@ def test_entropy_and_logprobs_from_logits():
     close(half, [[-1.3862944, -0.2876821], [-1.3862944, -1.3862944]], atol=1e-2)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_logprobs_and_entropy_equal_the_full_softmax_ones(dtype):
+    """TRL's memory-saving ops give what a full log-softmax gives; half precision comes back as float32."""
+    torch.manual_seed(0)
+    logits = (torch.randn(3, 5, 11, dtype=torch.float64) * 4).to(dtype)
+    labels = torch.randint(0, 11, (3, 5))
+    full = torch.log_softmax(logits.double(), dim=-1)
+    out = ops.logprobs_from_logits(logits, labels)
+    assert out.dtype == (torch.float32 if dtype == torch.bfloat16 else dtype)
+    close(out, full.gather(-1, labels.unsqueeze(-1)).squeeze(-1).to(out.dtype), atol=1e-5)
+    if dtype != torch.bfloat16:
+        close(ops.entropy_from_logits(logits), -(full.exp() * full).sum(-1).to(dtype), atol=1e-5)
+
+
 def test_last_token_index_with_padding_and_empty_row():
     mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0], [1, 0, 1, 0]])
     assert ops.last_token_index(mask).tolist() == [1, 3, -1, 2]
