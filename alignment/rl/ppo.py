@@ -22,12 +22,14 @@ from contextlib import nullcontext
 
 import torch
 from torch import nn
+from transformers import get_scheduler
 
 from alignment.errors import AlignmentError
+from alignment.generation import left_pad, sample
 from alignment.rewards import RewardFunction
 from alignment.rl import ops
 from alignment.rl.padding import group_rows, grouped_response_forward, trim_padding
-from alignment.rl.rollout import left_pad, response_logits, response_logprobs, response_values, sample, score_head
+from alignment.rl.rollout import response_logits, response_logprobs, response_values, score_head
 from alignment.rl.settings import PPOSettings, settings_from_dict
 
 logger = logging.getLogger(__name__)
@@ -113,10 +115,10 @@ class PPOTrainer:
             weight_decay=settings.weight_decay,
         )
         updates = settings.max_steps * settings.ppo_epochs * (settings.rollout_batch_size // settings.mini_batch_size)
-        linear = settings.lr_scheduler_type == "linear"
-        # Stepped by hand once per real optimiser step (accelerate's wrapper would step it once per process).
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda n: max(0.0, 1.0 - n / max(updates, 1)) if linear else 1.0
+        # Not prepared: stepped by hand once per real optimiser step (accelerate's wrapper would step it once per
+        # process). At least one training step, so a run of 0 steps starts at the full rate, as a linear decay should.
+        self.scheduler = get_scheduler(
+            settings.lr_scheduler_type, optimizer, num_warmup_steps=0, num_training_steps=max(updates, 1)
         )
         plugin = getattr(accelerator.state, "deepspeed_plugin", None)
         if plugin is not None:  # DeepSpeed's "auto" sizes come from a dataloader and model.config, which PPO lacks

@@ -401,3 +401,29 @@ def test_first_minibatch_of_each_step_has_ratio_one(tok, monkeypatch):
         assert first["approx_kl"].item() == pytest.approx(0.0, abs=1e-6)
         assert first["policy_clipfrac"].item() == pytest.approx(0.0, abs=1e-6)
         assert all(terms["approx_kl"].item() > 1e-6 for terms in later)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, dict(lr_scheduler_type="constant", value_learning_rate=1e-3, max_steps=2, ppo_epochs=3, mini_batch_size=4)],
+)
+def test_learning_rate_schedule_is_the_linear_decay_or_constant(tok, overrides):
+    """Every optimiser step's rates equal the schedule's formula: linear decay from the rate to 0 over all updates
+    (max_steps x ppo_epochs x rollout / minibatch), or constant; the value model's group on its own rate."""
+    import warnings
+
+    s = settings(**overrides)
+    policy, ref, value = models(tok)
+    trainer = PPOTrainer(policy, ref, value, tok, share_of_a, dataset(tok), s, [tok.eos_token_id])
+    updates = s.max_steps * s.ppo_epochs * s.rollout_batch_size // s.mini_batch_size
+    value_lr = s.value_learning_rate or s.learning_rate
+    seen, expected = [], []
+    for n in range(updates + 1):
+        factor = max(0.0, 1.0 - n / updates) if s.lr_scheduler_type == "linear" else 1.0
+        expected.append([s.learning_rate * factor, value_lr * factor])
+        seen.append(trainer.scheduler.get_last_lr())
+        with warnings.catch_warnings():  # stepped without an optimiser step: only the rates are looked at
+            warnings.simplefilter("ignore")
+            trainer.scheduler.step()
+    assert seen == [pytest.approx(lrs, rel=1e-12, abs=1e-15) for lrs in expected]
+    assert len({tuple(lrs) for lrs in seen}) == (1 if s.lr_scheduler_type == "constant" else updates + 1)
