@@ -24,7 +24,7 @@ from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, open_dict  # noqa: E402
 
 from alignment.command_line import check_command_line  # noqa: E402
-from alignment.config import register_configs  # noqa: E402
+from alignment.config import register_configs, translate_old_spellings  # noqa: E402
 from alignment.errors import AlignmentError  # noqa: E402
 from alignment.paths import CONF_DIR  # noqa: E402
 from alignment.preflight import check_config  # noqa: E402
@@ -85,7 +85,7 @@ def _work(cfg: DictConfig, overrides: list[str], multirun: bool) -> None:
         run_pipeline(cfg, overrides, sweep_dir=Path(cfg.output_dir).parent if multirun else None)
         return
     from alignment.stages import run_stage
-    from alignment.stages.run_state import finished_metrics
+    from alignment.stages.stage_dir import finished_metrics
 
     if finished_metrics(cfg) is not None:
         # Same command again after it finished: nothing to do (resume=fresh trains again).
@@ -104,6 +104,7 @@ def _exit(err: BaseException, debug: bool, code: int, message: str | None = None
 
 def main() -> None:
     try:
+        sys.argv[1:] = translate_old_spellings(sys.argv[1:])  # before Hydra reads the command line
         check_command_line(sys.argv[1:])
     except AlignmentError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -25,7 +25,7 @@ metrics_log.propagate = False
 
 def non_finite_error(step: int, what: str, stage_dir: Path | str) -> AlignmentError:
     """The error for a NaN/inf at ``step``, naming the last good checkpoint left in ``stage_dir``."""
-    from alignment.stages.run_state import checkpoint_steps
+    from alignment.stages.checkpoints import checkpoint_steps
 
     done = checkpoint_steps(Path(stage_dir))
     kept = f"the last good checkpoint is {Path(stage_dir) / f'checkpoint-{done[-1]}'}" if done else "no checkpoint yet"

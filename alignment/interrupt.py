@@ -37,7 +37,7 @@ def interrupted(stage: tuple[str, Path] | None, kept: Path | None = None) -> Run
     name, stage_dir = stage
     if kept is not None:
         return RunInterrupted(f"{name} interrupted: kept {kept}; run the same command again to resume from it")
-    from alignment.stages.run_state import checkpoint_steps
+    from alignment.stages.checkpoints import checkpoint_steps
 
     steps = checkpoint_steps(Path(stage_dir))
     if steps:

@@ -8,9 +8,11 @@ pairs a ``generate``/``label`` step wrote, as its ``data.path``) and any per-ste
 A pipeline ends with a ``compare`` step (``stage=compare``: every model of the run side by side, compare.md and
 compare.html) unless its config says ``compare: false`` (``pipeline.compare=false`` on the command line).
 
-``pipeline.json`` records each step's status, start and end times, output path and a hash of its resolved config and
-of its inputs' hashes. Re-running the same command skips finished steps whose hash is unchanged and resumes the
-interrupted one; if a finished step's config changed, it and every later step run again.
+``pipeline.json`` records each step's status, start and end times, output path and a hash of its stage's config hash
+(the one its stage dir records, alignment/stages/stage_dir.py) and of its inputs' hashes. Re-running the same command
+skips finished steps whose hash is unchanged and resumes the interrupted one; if a finished step's config changed, it
+and every later step run again. Settings that do not change what a stage computes (logging and saving cadence,
+tracking; ``HASH_EXCLUDED`` there) never rerun a step.
 """
 
 from __future__ import annotations
@@ -29,16 +31,13 @@ from alignment.config import RewardSourceConfig
 from alignment.distributed import barrier, is_main_process
 from alignment.errors import AlignmentError
 from alignment.paths import DATA_DIR
-from alignment.stages.run_state import HASH_EXCLUDED, HASH_EXCLUDED_DISTRIBUTED, finished_metrics
+from alignment.stages.stage_dir import STAGE_BLOCKS, StageDir, finished_metrics
 
 log = logging.getLogger("alignment")
 
 INPUT_KINDS = ("model", "ref_model", "reward_model", "value_model", "data")
 # Steps whose output is data, not a model: the file an `inputs: {data: <step>}` step reads as its data.path.
 DATA_OUTPUTS = {"generate": "generations.jsonl", "label": "pairs.jsonl"}
-# Settings blocks that belong to one stage each: another stage's step does not hash them (changing compare.* must not
-# retrain the sft step).
-STAGE_BLOCKS = ("eval", "compare", "chat")
 COMPARE_STEP = "compare"
 
 
@@ -55,17 +54,10 @@ def add_compare_step(pipe: DictConfig) -> None:
         pipe.steps[COMPARE_STEP] = {"stage": "compare"}
 
 
-def config_hash(cfg: DictConfig, input_hashes: dict[str, str]) -> str:
-    """A short hash of a step's resolved config and the hashes of the steps it reads from."""
-    data = OmegaConf.to_container(cfg, resolve=True)
-    for key in HASH_EXCLUDED:
-        data.pop(key, None)
-    for key in STAGE_BLOCKS:
-        if key != str(cfg.get("stage")):
-            data.pop(key, None)
-    for key in HASH_EXCLUDED_DISTRIBUTED:
-        (data.get("distributed") or {}).pop(key, None)
-    blob = json.dumps({"config": data, "inputs": input_hashes}, sort_keys=True, default=str)
+def step_hash(stage_hash: str, input_hashes: dict[str, str]) -> str:
+    """A short hash of a step: its stage's config hash (``StageDir.config_hash``) and the hashes of the steps it
+    reads from."""
+    blob = json.dumps({"stage": stage_hash, "inputs": input_hashes}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -160,14 +152,15 @@ def run_pipeline(cfg: DictConfig, task_overrides: list[str], sweep_dir: Path | N
         inputs = {k: hashes[v] for k, v in (step.get("inputs") or {}).items()}
         if str(step.stage) == "compare":  # it reads every earlier step's model (and must not be shared in a sweep)
             inputs = {f"step:{k}": v for k, v in hashes.items()}
-        digest = config_hash(step_cfg, inputs)
+        state = StageDir.of(step_cfg, name)  # the step's stage run reuses this hash
+        digest = step_hash(state.config_hash, inputs)
         hashes[name] = digest
-        stage_dir = run_dir / name
+        stage_dir = state.path
         outputs[name] = str(stage_dir / DATA_OUTPUTS.get(str(step.stage), "model"))
         old = previous.get(name)
         # metrics.json is written last: with the same stage config hash, a step killed after it counts as done too.
         finished = old and (stage_dir / "metrics.json").exists()
-        finished = finished and (old.get("status") == "done" or finished_metrics(step_cfg) is not None)
+        finished = finished and (old.get("status") == "done" or finished_metrics(step_cfg, name) is not None)
         if finished and old.get("config_hash") == digest and not rerun_rest:
             log.info("step %s: finished earlier with the same config, skipping", name)
             print(f"[pipeline] {name}: done earlier with the same config; skipped")

@@ -120,7 +120,7 @@ def compose(*overrides: str):
 
 
 def test_save_every_minutes_does_not_block_a_resume():
-    from alignment.stages.run_state import stage_config_hash
+    from alignment.stages.stage_dir import stage_config_hash
 
     hashes = {stage_config_hash(compose(f"save_every_minutes={m}"))[0] for m in (5, 0.5, 0, "null")}
     assert len(hashes) == 1
@@ -129,7 +129,7 @@ def test_save_every_minutes_does_not_block_a_resume():
 
 def test_preference_and_rl_stages_warn_when_they_start_from_the_base_model(caplog):
     from alignment.paths import DATA_DIR
-    from alignment.stages.stage_run import warn_if_base_model
+    from alignment.stages.runner import warn_if_base_model
 
     for overrides, warned in [
         (["stage=dpo"], True),
@@ -161,7 +161,7 @@ def test_a_failing_stage_writes_its_error_to_train_log_and_detaches_it(tmp_path)
 
     from alignment.errors import AlignmentError
     from alignment.stages.live_run import stage_scope
-    from alignment.stages.stage_run import StageRun
+    from alignment.stages.runner import StageRun
 
     cfg = compose("stage=sft")
     cfg.output_dir = str(tmp_path)
@@ -194,7 +194,7 @@ def test_start_up_does_not_print_trls_experimental_notice():
 
 
 def test_eval_compare_and_chat_settings_hash_only_into_their_own_stage(tmp_path):
-    from alignment.stages.run_state import _fingerprint, stage_config_hash
+    from alignment.stages.stage_dir import _fingerprint, stage_config_hash
 
     sft = stage_config_hash(compose())[0]
     assert stage_config_hash(compose("compare.max_new_tokens=7", "eval.judge=oracle"))[0] == sft

@@ -235,7 +235,7 @@ def test_saved_models_carry_their_card_and_a_portable_adapter(tmp_path, monkeypa
 
 def test_hub_settings_keep_the_run_dir_and_config_hash(monkeypatch, tmp_path):
     """Adding hub.push to a finished run's command finds that run (same dir, same hash): it only pushes."""
-    from alignment.stages.run_state import stage_config_hash
+    from alignment.stages.stage_dir import stage_config_hash
     from alignment.sweep import default_output_dir
 
     command = ["alignment", "stage=dpo", "trainer.beta=0.2"]

@@ -195,7 +195,7 @@ def test_ppo_checkpoint_resumes_to_the_same_result(tmp_path):
     import torch
 
     from alignment.rl.checkpoint import load_checkpoint
-    from alignment.stages.run_state import checkpoint_steps
+    from alignment.stages.checkpoints import checkpoint_steps
     from alignment.tiny_model import build_tokenizer
 
     threads = torch.get_num_threads()
@@ -241,7 +241,7 @@ def _cfg(out: Path, *overrides: str):
 
 
 def _open(cfg):
-    from alignment.stages.stage_run import StageRun
+    from alignment.stages.runner import StageRun
 
     run = StageRun(cfg)
     run.close()  # detach its train.log
@@ -310,7 +310,7 @@ def test_ppo_stops_on_a_non_finite_loss_before_saving(tmp_path):
 
 
 def test_the_stage_hash_ignores_plumbing_but_not_what_is_computed(tmp_path):
-    from alignment.stages.run_state import stage_config_hash
+    from alignment.stages.stage_dir import stage_config_hash
 
     base = stage_config_hash(_cfg(tmp_path))[0]
     # Every machine of a multi-node run must agree; saving and logging cadence never changes results.

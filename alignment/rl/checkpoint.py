@@ -84,7 +84,7 @@ def save_checkpoint(trainer, stage_dir: Path | str, total_limit: int | None = No
 
 
 def _rotate(stage_dir: Path, total_limit: int | None) -> None:
-    from alignment.stages.run_state import checkpoint_steps
+    from alignment.stages.checkpoints import checkpoint_steps
 
     if not total_limit or total_limit <= 0:
         return
@@ -185,7 +185,7 @@ def _any_process(trainer, *flags: bool) -> tuple[bool, ...]:
 
 def stopped(trainer, stage) -> RunInterrupted:
     """The error for a PPO run stopped by Ctrl-C, after making sure its last step is in a checkpoint if it can be."""
-    from alignment.stages.run_state import checkpoint_steps
+    from alignment.stages.checkpoints import checkpoint_steps
 
     kept = stage.dir / f"checkpoint-{trainer.step}"
     if trainer.step and trainer.step not in checkpoint_steps(stage.dir) and _can_save(trainer):

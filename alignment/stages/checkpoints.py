@@ -1,4 +1,5 @@
-"""Whether a ``checkpoint-<step>/`` dir can be resumed from, judged cheaply: file sizes and headers, no tensors read.
+"""A stage's ``checkpoint-<step>/`` dirs: which are complete, and whether one can be resumed from, judged cheaply (file
+sizes and headers, no tensors read).
 
 After every save a manifest, ``checkpoint.json``, is written last (atomically): each file's path and size. A checkpoint
 with a manifest is intact when every listed file is there with its size, its safetensors headers parse and promise
@@ -11,11 +12,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import zipfile
 from pathlib import Path
 
 from alignment.atomic import write_atomic
 
+CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 MANIFEST = "checkpoint.json"
 STATE_FILES = ("trainer_state.json", "ppo_state.json")
 # Weights HF Trainer may save: whole, sharded (an index), a PEFT adapter; DeepSpeed and FSDP use subdirs instead.
@@ -31,6 +34,27 @@ _WEIGHTS = (
 _PPO_FILES = ("trainable.safetensors", "optimizer.pt", "scheduler.pt", "rng-0.pt", "rng-0.json")
 _MAX_HEADER = 100_000_000  # safetensors refuses larger headers
 _TORCH_SUFFIXES = (".pt", ".pth", ".bin")
+
+
+def checkpoint_steps(stage_dir: Path | str) -> list[int]:
+    """Steps of the complete checkpoints in ``stage_dir``, oldest first.
+
+    HF Trainer writes ``trainer_state.json`` last, so a checkpoint whose state file parses is complete; our PPO loop
+    writes its ``ppo_state.json`` last in the same way. (Whether its files are intact is checked when a run resumes:
+    :func:`newest_intact`.)
+    """
+    return sorted(step for step, path in _checkpoint_dirs(Path(stage_dir)) if _state_file(path) is not None)
+
+
+def incomplete_checkpoints(stage_dir: Path | str) -> list[int]:
+    """Steps of the checkpoints whose state file is missing or unreadable (a save that did not finish)."""
+    return sorted(step for step, path in _checkpoint_dirs(Path(stage_dir)) if _state_file(path) is None)
+
+
+def _checkpoint_dirs(stage_dir: Path) -> list[tuple[int, Path]]:
+    if not stage_dir.is_dir():
+        return []
+    return [(int(m.group(1)), p) for p in stage_dir.iterdir() if (m := CHECKPOINT_NAME.match(p.name)) and p.is_dir()]
 
 
 def write_manifest(ckpt: Path | str) -> Path:
@@ -71,14 +95,9 @@ def checkpoint_problem(ckpt: Path | str, model_only: bool = False) -> str | None
 def newest_intact(stage_dir: Path | str, model_only: bool = False) -> tuple[int | None, list[tuple[int, str]]]:
     """The step of the newest intact checkpoint in ``stage_dir`` (None when none is), and the damaged ones newer
     than it, newest first, each with the reason."""
-    from alignment.stages.run_state import CHECKPOINT_NAME
-
     stage_dir = Path(stage_dir)
-    steps = []
-    if stage_dir.is_dir():
-        steps = [int(m.group(1)) for p in stage_dir.iterdir() if (m := CHECKPOINT_NAME.match(p.name)) and p.is_dir()]
     damaged = []
-    for step in sorted(steps, reverse=True):
+    for step, _ in sorted(_checkpoint_dirs(stage_dir), reverse=True):
         problem = checkpoint_problem(stage_dir / f"checkpoint-{step}", model_only)
         if problem is None:
             return step, damaged

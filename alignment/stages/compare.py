@@ -117,7 +117,7 @@ def run(cfg: DictConfig) -> dict:
     from alignment.generation import sample_replies
     from alignment.models import load_causal_lm, load_tokenizer, resolve_model_path
     from alignment.rewards import ModelReward
-    from alignment.stages.stage_run import StageRun
+    from alignment.stages.runner import StageRun
 
     cc = cfg.compare
     if cc.max_new_tokens < 1 or cc.batch_size < 1:

@@ -20,14 +20,14 @@ from omegaconf import DictConfig, OmegaConf
 from alignment import adapters
 from alignment.data.transforms import validate_transforms
 from alignment.errors import AlignmentError
-from alignment.stages.inputs import (
+from alignment.stages.preference_inputs import (
     KeepsLengthColumn,
     needs_separate_reference,
     policy_and_reference,
     preference_data,
 )
 from alignment.stages.reference_kl import record_reference_kl
-from alignment.stages.stage_run import StageRun
+from alignment.stages.runner import StageRun
 from alignment.stages.task_metrics import task_indices
 
 # The losses that read ``label_smoothing`` (TRL >= 0.29, and our cdpo); elsewhere it has no effect.

@@ -59,7 +59,7 @@ def run(cfg: DictConfig) -> dict:
     from alignment.distributed import is_main_process
     from alignment.generation import sample_replies
     from alignment.models import load_causal_lm, load_tokenizer, resolve_model_path
-    from alignment.stages.stage_run import StageRun
+    from alignment.stages.runner import StageRun
 
     settings = GenerateSettings(**OmegaConf.to_container(cfg.trainer, resolve=True))
     settings.validate()

@@ -14,7 +14,7 @@ from alignment import adapters
 from alignment.generation import stop_token_ids
 from alignment.models import load_causal_lm, load_tokenizer, resolve_model_path
 from alignment.stages.online import SharedPromptEncoding, prompt_data, reward_function, trl_reward_func
-from alignment.stages.stage_run import StageRun
+from alignment.stages.runner import StageRun
 
 
 def run(cfg: DictConfig, trainer_name: str = "grpo") -> dict:

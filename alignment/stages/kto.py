@@ -11,13 +11,14 @@ from omegaconf import DictConfig
 
 from alignment import adapters
 from alignment.data.transforms import validate_transforms
-from alignment.stages.inputs import policy_and_reference, preference_data
+from alignment.stages.preference_inputs import policy_and_reference, preference_data
 from alignment.stages.reference_kl import record_reference_kl
-from alignment.stages.stage_run import StageRun
+from alignment.stages.runner import StageRun
 
 
 def unpaired(pairs: Dataset, seed: int) -> Dataset:
     """Split each encoded pair into a desirable and an undesirable row, shuffled so batches mix both labels."""
+    # Not trl's unpair_preference_dataset: that splits canonical rows, and ours are encoded (and truncated) as pairs.
 
     def split(batch: dict) -> dict:
         prompts = batch["prompt_ids"] * 2

@@ -72,7 +72,7 @@ def run(cfg: DictConfig) -> dict:
     from alignment.distributed import is_main_process
     from alignment.progress import progress
     from alignment.stages.online import reward_function
-    from alignment.stages.stage_run import StageRun
+    from alignment.stages.runner import StageRun
 
     settings = LabelSettings(**OmegaConf.to_container(cfg.trainer, resolve=True))
     if settings.batch_size < 1:

@@ -8,7 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 from alignment.data import encode_prompt, load_train_eval, tokenize_prompts
 from alignment.data.sources import data_source
 from alignment.rewards import RewardFunction, build_reward_fn
-from alignment.stages.stage_run import StageRun
+from alignment.stages.runner import StageRun
 
 
 def prompt_data(cfg: DictConfig, tokenizer, stage: StageRun) -> tuple[Dataset, Dataset | None]:

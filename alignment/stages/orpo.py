@@ -19,9 +19,9 @@ from omegaconf import DictConfig
 from alignment import adapters
 from alignment.data.transforms import validate_transforms
 from alignment.errors import AlignmentError
-from alignment.stages.inputs import policy_and_reference, preference_data
+from alignment.stages.preference_inputs import policy_and_reference, preference_data
 from alignment.stages.reference_kl import record_reference_kl
-from alignment.stages.stage_run import StageRun
+from alignment.stages.runner import StageRun
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 log = logging.getLogger("alignment")

@@ -16,8 +16,8 @@ from alignment import adapters
 from alignment.data.reward_input import reward_pair
 from alignment.data.transforms import validate_transforms
 from alignment.models import load_sequence_classifier, load_tokenizer, resolve_model_path
-from alignment.stages.inputs import KeepsLengthColumn, preference_data
-from alignment.stages.stage_run import StageRun
+from alignment.stages.preference_inputs import KeepsLengthColumn, preference_data
+from alignment.stages.runner import StageRun
 from alignment.stages.task_metrics import task_indices
 
 

@@ -12,7 +12,7 @@ from alignment.atomic import replace_dir
 from alignment.distributed import barrier, full_state_dict, is_main_process, merge_adapter
 from alignment.errors import AlignmentError
 from alignment.lineage import write_lineage
-from alignment.stages.run_state import is_out_of_disk, out_of_disk
+from alignment.stages.stage_dir import is_out_of_disk, out_of_disk
 
 
 def save_model(

@@ -14,7 +14,7 @@ from alignment import adapters
 from alignment.data import load_train_eval, tokenize_sft
 from alignment.data.sources import data_source
 from alignment.models import load_causal_lm, load_tokenizer, resolve_model_path
-from alignment.stages.stage_run import StageRun
+from alignment.stages.runner import StageRun
 
 log = logging.getLogger("alignment")
 

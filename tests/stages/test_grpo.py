@@ -68,7 +68,7 @@ def test_a_truncated_completion_is_left_out_of_the_loss_by_default(sft_run, tmp_
     """The stage's trainer, built from the stage's default config, gives a reply cut off at max_completion_length
     no loss tokens, and a finished reply every token up to and including its stop token."""
     from alignment.stages import grpo
-    from alignment.stages.stage_run import StageRun
+    from alignment.stages.runner import StageRun
 
     cfg = _compose(
         f"stage={stage_name}",
@@ -107,7 +107,7 @@ def test_sampling_stops_at_the_template_turn_end_when_the_checkpoint_lists_only_
     from alignment.data import turn_end_token_ids
     from alignment.generation import stop_token_ids
     from alignment.stages import grpo
-    from alignment.stages.stage_run import StageRun
+    from alignment.stages.runner import StageRun
     from tests.families import build_families
 
     path = build_families(tmp_path / "families", ["gemma3"])["gemma3"]
@@ -141,7 +141,7 @@ def test_trl_samples_from_the_data_layer_prompt_ids_and_rewards_receive_the_toke
     """Generation starts from each row's ``prompt_ids`` (encoded once by the data layer, tools included), and the
     reward function receives those ids and the sampled completion ids (a reward model then scores the tokens)."""
     from alignment.stages import grpo
-    from alignment.stages.stage_run import StageRun
+    from alignment.stages.runner import StageRun
 
     cfg = _compose(
         f"stage={stage_name}",

@@ -9,9 +9,10 @@ killed run never leaves output that looks finished.
 ``trainer.save_steps`` steps and every ``save_every_minutes``; Ctrl-C saves a checkpoint and stops with
 :class:`~alignment.errors.RunInterrupted` (see :mod:`alignment.interrupt`).
 
-Beside it: TRL arguments and tracking (stages/trainer_args.py; their checks in stages/trainer_checks.py), train.log and the trainer's live records
-(stages/live_run.py), what the stage dir holds and whether it may resume (stages/run_state.py), the saved model
-(stages/saved_model.py).
+Beside it: the stage dir itself, its config hash and whether it may resume (stages/stage_dir.py), its
+``checkpoint-<step>/`` dirs (stages/checkpoints.py), TRL arguments and tracking (stages/trainer_args.py; their checks
+in stages/trainer_checks.py), train.log and the trainer's live records (stages/live_run.py), the saved model
+(stages/saved_model.py), per-task metrics (stages/task_metrics.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from alignment import interrupt
 from alignment.atomic import write_atomic
+from alignment.config import Resume
 from alignment.distributed import (
     barrier,
     defer_evaluation,
@@ -35,25 +37,14 @@ from alignment.distributed import (
     is_main_process,
     peak_rss_mb,
 )
-from alignment.errors import AlignmentError, RunInterrupted
+from alignment.errors import RunInterrupted
 from alignment.paths import DATA_DIR
 from alignment.progress import interactive, quiet_library_bars
 from alignment.stages import trainer_args, trainer_checks
-from alignment.stages.checkpoints import newest_intact
+from alignment.stages.checkpoints import CHECKPOINT_NAME
 from alignment.stages.live_run import TrainLog, attach_live_records, held_out_rows
-from alignment.stages.run_state import (
-    CHECKPOINT_NAME,
-    check_resumable,
-    clear_stage_dir,
-    clear_unfinished,
-    incomplete_checkpoints,
-    is_out_of_disk,
-    out_of_disk,
-    remove_path,
-    stage_config_hash,
-    write_run_state,
-)
 from alignment.stages.saved_model import save_model
+from alignment.stages.stage_dir import StageDir
 from alignment.stages.task_metrics import evaluate_by_task
 
 log = logging.getLogger("alignment")
@@ -68,32 +59,20 @@ class StageRun:
         forget_previous_stage()  # a pipeline's earlier stage must not make this one's models load ZeRO-3-sharded
         self.cfg = cfg
         self.name = name or str(cfg.get("step") or cfg.stage)
-        self.dir = Path(cfg.output_dir) / self.name
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.metrics: dict[str, float] = {}
         # (held-out row indices per task, metric keys to break down): set by stages whose metrics mean something per
         # task, e.g. ``stage.per_task = (task_indices(eval_rows), ["eval_accuracy"])``.
         self.per_task: tuple[dict[str, list[int]], list[str]] = ({}, [])
-        if str(cfg.resume) not in ("auto", "fresh", "true", "false", "True", "False"):
-            raise AlignmentError(f"resume='{cfg.resume}' must be auto (or true) or fresh (or false)")
         # Fail on a bad value before loading models or data, and before touching earlier output.
         trainer_checks.validate_trainer_values(OmegaConf.to_container(cfg.trainer, resolve=True))
-        self.config_hash, self._hashed = stage_config_hash(cfg)
+        # Hashed, checked, cleared and its config written; only rank 0 writes, the others wait for its outputs.
+        self.state = StageDir.prepare(cfg, self.name, fresh=self.fresh)
+        self.dir = self.state.path
         # Seed before the stage loads models: new heads (reward/value ``score``) and adapters (LoRA A) are initialised
         # at load or wrap time, before any Trainer seeds; unseeded, two runs of one config would differ.
         from transformers import set_seed
 
         set_seed(int(cfg.seed))
-        # Only rank 0 touches files; the others wait for its outputs.
-        if self.fresh:
-            if is_main_process():
-                clear_stage_dir(self.dir)
-        else:
-            check_resumable(self.dir, self.config_hash, self._hashed)
-            if is_main_process():
-                clear_unfinished(self.dir)
-        if is_main_process():
-            write_run_state(self.dir, cfg, self.config_hash, self._hashed)
         self._train_log = TrainLog(self.name, self.dir)
         interrupt.set_stage(self.name, self.dir)
         if not interactive():
@@ -102,7 +81,11 @@ class StageRun:
 
     @property
     def fresh(self) -> bool:
-        return str(self.cfg.resume) in ("fresh", "false", "False")
+        return self.cfg.resume == Resume.fresh
+
+    @property
+    def config_hash(self) -> str:
+        return self.state.config_hash
 
     # -- layout -------------------------------------------------------------------------------------------------
     @property
@@ -112,19 +95,13 @@ class StageRun:
     def last_checkpoint(self) -> str | None:
         """The newest intact ``checkpoint-<step>`` dir to resume from, unless ``resume=fresh``.
 
-        Newer ones that are half-written or damaged (stages/checkpoints.py) are removed, each with a one-line warning
-        saying why; with none intact left the stage starts from the beginning, and says so.
+        Newer ones that are half-written or damaged are removed, each with a one-line warning saying why
+        (:meth:`StageDir.last_checkpoint`).
         """
         if self.fresh:
             return None
-        step, damaged = newest_intact(self.dir, model_only=bool(self.cfg.trainer.get("save_only_model", False)))
-        if is_main_process():
-            for bad, reason in damaged:
-                log.warning("%s: skipped checkpoint-%d, it cannot be resumed: %s; removed it", self.name, bad, reason)
-                remove_path(self.dir / f"checkpoint-{bad}")
-            if damaged and step is None:
-                log.warning("%s: no intact checkpoint left in %s; starting from the beginning", self.name, self.dir)
-        return str(self.dir / f"checkpoint-{step}") if step is not None else None
+        ckpt = self.state.last_checkpoint(model_only=bool(self.cfg.trainer.get("save_only_model", False)))
+        return str(ckpt) if ckpt is not None else None
 
     # -- TRL arguments ------------------------------------------------------------------------------------------
     def trainer_args(self, config_cls: type, **overrides: Any):
@@ -203,10 +180,8 @@ class StageRun:
             try:
                 result = trainer.train(resume_from_checkpoint=ckpt)
             except Exception as err:
-                if is_out_of_disk(err, self.dir):
-                    for step in incomplete_checkpoints(self.dir):  # free what the failed save took
-                        remove_path(self.dir / f"checkpoint-{step}")
-                    raise out_of_disk(self.dir, err) from err
+                if (full := self.state.out_of_disk(err)) is not None:  # it freed what the failed save took
+                    raise full from err
                 raise
             if any_rank(interrupt.stop_requested(), trainer.args.device):
                 raise self._stopped(trainer)
