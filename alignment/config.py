@@ -7,14 +7,116 @@ available, and nothing else is.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf
 
-from alignment.trainer_schema import trainer_schemas
+from alignment.trainer.schema import trainer_schemas
+
+# -- choices -------------------------------------------------------------------------------------------------------
+# The keys with a fixed set of values are enums, so a misspelt value fails when the config is composed and the error
+# lists the choices. Each member's name is its value (OmegaConf reads a value by member name), and a StrEnum member
+# equals its value and prints as it (`cfg.peft.method == "lora"`, f"{cfg.resume}").
+
+
+class PeftMethod(StrEnum):
+    """``peft.method``: how the model is fine-tuned (docs/peft.md)."""
+
+    full = "full"
+    # The old name of full: an alias, so peft.method=none composes as full (the CLI says the name is deprecated).
+    none = "full"
+    freeze = "freeze"
+    lora = "lora"
+    dora = "dora"
+    rslora = "rslora"
+    adalora = "adalora"
+    ia3 = "ia3"
+    qlora = "qlora"
+    prompt_tuning = "prompt_tuning"
+    p_tuning = "p_tuning"
+    prefix_tuning = "prefix_tuning"
+
+
+class Backend(StrEnum):
+    """``distributed.backend``: how the processes share the model (docs/distributed.md)."""
+
+    single = "single"
+    ddp = "ddp"
+    zero2 = "zero2"
+    zero3 = "zero3"
+    zero3_offload = "zero3_offload"
+    fsdp = "fsdp"
+
+
+class TrainOn(StrEnum):
+    """``data.train_on``: which tokens of a conversation carry the SFT loss (``alignment.data.encode_chat``)."""
+
+    assistant = "assistant"
+    last_assistant = "last_assistant"
+    all = "all"
+
+
+# ``raise`` is a keyword, hence the functional form.
+OnError = StrEnum("OnError", [("raise", "raise"), ("skip", "skip")])
+OnError.__doc__ = "``data.on_error``: stop at a bad row (raise) or drop it and count it (skip)."
+
+
+class Tracker(StrEnum):
+    """``tracking.backend``: where training metrics go besides metrics.json and the log."""
+
+    none = "none"
+    wandb = "wandb"
+    tensorboard = "tensorboard"
+
+
+class Resume(StrEnum):
+    """``resume``: go on from the stage's newest checkpoint (auto) or clear its dir and start over (fresh)."""
+
+    auto = "auto"
+    fresh = "fresh"
+
+
+# resume=true/false: the old spellings of auto/fresh (Hydra reads them as booleans, which the enum refuses).
+_RESUME_ALIASES = {"true": Resume.auto, "false": Resume.fresh}
+_noted: set[str] = set()
+
+
+def translate_old_spellings(argv: list[str]) -> list[str]:
+    """The command line with the old spellings of choices replaced, each named once on stderr: ``resume=true|false``
+    becomes ``resume=auto|fresh``; ``peft=none`` (and ``peft.method=none``) stays, as an alias of full, with a
+    deprecation warning (it is not rewritten: the default run dir is named after the command line as typed)."""
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        name = key.lstrip("+~")
+        if sep and name == "resume" and value.lower() in _RESUME_ALIASES:
+            new = _RESUME_ALIASES[value.lower()].value
+            _note(f"resume={value} is read as resume={new}; resume takes auto or fresh")
+            arg = f"{key}={new}"
+        elif sep and name in ("peft", "peft.method") and "none" in value.split(","):
+            _note(f"{name}=none is deprecated; use {name}=full")
+        out.append(arg)
+    return out
+
+
+def hashable(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as plain data for a stage's config hash: enums as their names, and ``peft.method=full``
+    under ``none``, the default's name when the first hashes were written, so a run made then still resumes."""
+    data = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    peft = data.get("peft")
+    if isinstance(peft, dict) and peft.get("method") == PeftMethod.full.value:
+        peft["method"] = "none"
+    return data
+
+
+def _note(message: str) -> None:
+    if message not in _noted:
+        _noted.add(message)
+        print(f"warning: {message}", file=sys.stderr)
 
 
 @dataclass
@@ -68,8 +170,8 @@ class DataConfig:
     eval_split: str | None = field(default="test", metadata={"help": "Held-out split; None carves eval_fraction."})
     eval_fraction: float = field(default=0.05, metadata={"help": "Share of train held out when there is no split."})
     max_length: int = field(default=512, metadata={"help": "Truncate encoded rows to this many tokens."})
-    train_on: str = field(default="assistant", metadata={"help": "assistant, last_assistant or all."})
-    on_error: str = field(default="raise", metadata={"help": "raise or skip bad rows."})
+    train_on: TrainOn = field(default=TrainOn.assistant, metadata={"help": "assistant, last_assistant or all."})
+    on_error: OnError = field(default=OnError["raise"], metadata={"help": "raise or skip bad rows."})
     max_train_rows: int | None = None
     max_eval_rows: int | None = None
     transforms: list[Any] = field(
@@ -83,11 +185,11 @@ class DataConfig:
 
 @dataclass
 class PeftConfig:
-    method: str = field(
-        default="none",
+    method: PeftMethod = field(
+        default=PeftMethod.full,
         metadata={
-            "help": "none/full, freeze, lora, dora, rslora, adalora, ia3, prompt_tuning, p_tuning, prefix_tuning, "
-            "qlora (see docs/peft.md)."
+            "help": "full, freeze, lora, dora, rslora, adalora, ia3, prompt_tuning, p_tuning, prefix_tuning, "
+            "qlora (see docs/peft.md); none is the deprecated name of full."
         },
     )
     r: int = field(default=16, metadata={"help": "LoRA rank (AdaLoRA: the average target rank)."})
@@ -117,7 +219,9 @@ class PeftConfig:
 class DistributedConfig:
     """How many processes and machines, and how they share the model (see docs/distributed.md)."""
 
-    backend: str = field(default="single", metadata={"help": "single, ddp, zero2, zero3, zero3_offload or fsdp."})
+    backend: Backend = field(
+        default=Backend.single, metadata={"help": "single, ddp, zero2, zero3, zero3_offload or fsdp."}
+    )
     num_processes: int = field(default=1, metadata={"help": "Processes per machine (one per GPU)."})
     num_machines: int = 1
     machine_rank: int = field(default=0, metadata={"help": "This machine's rank, 0 on the main machine."})
@@ -135,7 +239,7 @@ class DistributedConfig:
 
 @dataclass
 class TrackingConfig:
-    backend: str = field(default="none", metadata={"help": "none, wandb or tensorboard."})
+    backend: Tracker = field(default=Tracker.none, metadata={"help": "none, wandb or tensorboard."})
     project: str = "alignment"
     run_name: str | None = None
 
@@ -326,7 +430,7 @@ class AlignConfig:
     step: str | None = field(default=None, metadata={"help": "Pipeline step name; the stage writes PATH/<step>/."})
     output_dir: str = field(default=MISSING, metadata={"help": "Run dir; the stage writes PATH/<stage>/."})
     seed: int = 42
-    resume: str = field(default="auto", metadata={"help": "auto (resume if a checkpoint exists) or fresh."})
+    resume: Resume = field(default=Resume.auto, metadata={"help": "auto (resume if a checkpoint exists) or fresh."})
     save_every_minutes: float | None = field(
         default=5.0, metadata={"help": "Also save a checkpoint after this many minutes of training; None or 0 = off."}
     )

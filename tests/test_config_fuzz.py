@@ -33,7 +33,7 @@ from alignment.errors import AlignmentError
 from alignment.paths import CONF_DIR
 from alignment.preflight import check_config
 from alignment.stages import STAGES
-from alignment.stages.trainer_checks import check_trainer_config
+from alignment.trainer.checks import check_trainer_config
 
 register_configs()
 
@@ -145,12 +145,12 @@ def test_any_value_of_any_documented_key_is_a_clean_error_or_passes(argv, tmp_pa
         (["stage=sft", "peft=lora", "peft.dropout=1.0"], "peft.dropout must be a probability in [0, 1)"),
         (["stage=sft", "peft=lora", "peft.alpha=0"], "peft.alpha must be a positive integer"),
         (["stage=sft", "peft=lora", "peft.target_modules=[]"], "peft.target_modules must be a list of module names"),
-        (["stage=sft", "peft.method=loraa"], "peft.method='loraa' is unknown"),
+        (["stage=sft", "peft.method=loraa"], "peft.method=loraa: Invalid value 'loraa', expected one of [full,"),
         (["stage=sft", "oracle_eval.num_prompts=0"], "oracle_eval.num_prompts must be a positive integer"),
         (["stage=sft", "oracle_eval.top_p=0"], "oracle_eval.top_p must lie in (0, 1]"),
         (["stage=sft", "distributed.machine_rank=1"], "distributed.machine_rank=1"),
         (["stage=sft", "distributed.main_process_port=70000"], "distributed.main_process_port=70000"),
-        (["stage=sft", "tracking.backend=wandbb"], "tracking.backend='wandbb'"),
+        (["stage=sft", "tracking.backend=wandbb"], "tracking.backend=wandbb: Invalid value 'wandbb'"),
         (["stage=sft", "seed=-1"], "seed=-1 must be an integer"),
         (["stage=ppo", "trainer.mini_batch_size=7"], "mini_batch_size"),
         (["stage=ppo", "trainer.kl_coef=-0.1"], "trainer.kl_coef must be 0 or more"),

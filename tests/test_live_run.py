@@ -182,7 +182,7 @@ def test_start_up_does_not_print_trls_experimental_notice():
         "import os, warnings\n"
         "warnings.simplefilter('always')\n"
         "with warnings.catch_warnings(record=True) as seen:\n"
-        "    from alignment.trainer_schema import trl_config_classes\n"
+        "    from alignment.trainer.schema import trl_config_classes\n"
         "    assert 'orpo' in trl_config_classes()\n"
         "print([str(w.message)[:60] for w in seen if 'experimental' in str(w.message)])\n"
         "print(os.environ.get('TRL_EXPERIMENTAL_SILENCE'))\n"

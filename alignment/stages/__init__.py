@@ -23,7 +23,7 @@ def run_stage(cfg: DictConfig) -> dict:
     from alignment.adapters import validate
 
     validate(cfg.peft, str(cfg.stage))  # an unsupported peft method fails before any model is loaded
-    from alignment.stages.trainer_checks import check_trainer_config
+    from alignment.trainer.checks import check_trainer_config
 
     check_trainer_config(cfg)  # the stage's TRL settings built now: TRL's own checks run before any model loads
     from alignment.stages.live_run import stage_scope

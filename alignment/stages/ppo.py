@@ -23,7 +23,7 @@ from alignment.rl.ppo import PPOTrainer, settings_from_dict
 from alignment.secrets import scrub
 from alignment.stages.online import prompt_data, reward_function
 from alignment.stages.runner import StageRun
-from alignment.stages.trainer_args import report_to
+from alignment.trainer.args import report_to
 
 log = logging.getLogger("alignment")
 

@@ -229,7 +229,7 @@ def check_trainer_config(cfg: DictConfig, stage_dir: Path | None = None) -> None
     if stage in ("generate", "label"):
         _check_data_stage_settings(stage, values)
         return
-    from alignment.trainer_schema import trl_config_classes
+    from alignment.trainer.schema import trl_config_classes
 
     config_cls = trl_config_classes().get(stage)
     if config_cls is None:
@@ -239,11 +239,11 @@ def check_trainer_config(cfg: DictConfig, stage_dir: Path | None = None) -> None
 
         check_loss_settings(values)
     _check_choices(config_cls, values)
-    _check_trainer_rules(values, stage, str(OmegaConf.select(cfg, "peft.method", default="none")))
+    _check_trainer_rules(values, stage, str(OmegaConf.select(cfg, "peft.method", default="full")))
     name = str(cfg.get("step") or stage)
     stage_dir = stage_dir or Path(str(cfg.output_dir)) / name
     with _environment_kept():  # report_to sets the tracker's variables: the real run sets them again
-        from alignment.stages.trainer_args import trainer_args  # it calls validate_trainer_values from here
+        from alignment.trainer.args import trainer_args  # it calls validate_trainer_values from here
 
         trainer_args(cfg, name, stage_dir, config_cls)
     from alignment.distributed import forget_previous_stage
@@ -267,7 +267,7 @@ def _check_trainer_rules(values: dict[str, Any], stage: str, peft_method: str) -
                 f"trainer.sync_ref_model=true with trainer.beta=0: stage={stage} then keeps no reference model to "
                 "sync; set trainer.beta > 0 or trainer.sync_ref_model=false"
             )
-        if stage in ("dpo", "kto") and peft_method not in ("none", "full", "freeze"):
+        if stage in ("dpo", "kto") and peft_method not in ("full", "freeze"):
             raise AlignmentError(
                 f"trainer.sync_ref_model=true with peft={peft_method}: the reference is the policy without its "
                 "adapter, so there is no separate model to sync; set trainer.sync_ref_model=false"

@@ -13,11 +13,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from alignment.config import Tracker
 from alignment.errors import AlignmentError
 from alignment.launch import trainer_values
 from alignment.progress import interactive
 from alignment.secrets import scrub
-from alignment.stages.trainer_checks import library_message, validate_trainer_values
+from alignment.trainer.checks import library_message, validate_trainer_values
 
 
 def trainer_args(cfg: DictConfig, name: str, stage_dir: Path, config_cls: type, **overrides: Any):
@@ -52,19 +53,15 @@ def trainer_args(cfg: DictConfig, name: str, stage_dir: Path, config_cls: type, 
 def report_to(cfg: DictConfig, stage_dir: Path) -> str:
     """TRL's ``report_to`` for ``tracking.backend``, after setting the environment that backend reads (wandb runs
     offline unless logged in; TensorBoard writes ``<stage>/runs``)."""
-    backend = cfg.tracking.backend
-    if backend == "none":
-        return "none"
-    if backend == "wandb":
+    backend = Tracker(cfg.tracking.backend)  # the schema allows no other value
+    if backend == Tracker.wandb:
         os.environ.setdefault("WANDB_PROJECT", str(cfg.tracking.project))
         os.environ.setdefault("WANDB_DIR", str(stage_dir))
         if not _wandb_configured():
             os.environ["WANDB_MODE"] = "offline"
-        return "wandb"
-    if backend == "tensorboard":
+    elif backend == Tracker.tensorboard:
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(stage_dir / "runs")
-        return "tensorboard"
-    raise AlignmentError(f"tracking.backend='{backend}' must be none, wandb or tensorboard")
+    return backend.value
 
 
 def _trl_default(config_cls: type, name: str) -> Any:
