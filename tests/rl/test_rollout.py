@@ -1,124 +1,28 @@
-"""Rollout helpers: padding, stop-token truncation, sampling with generate, and the scoring forwards."""
+"""PPO's scoring forwards: per-token scores from a sequence classifier's head."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM, Qwen2ForSequenceClassification
+from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen2ForSequenceClassification
 
 from alignment.errors import AlignmentError
+from alignment.generation import left_pad, position_ids_from_mask
 from alignment.rl import rollout
-from alignment.tiny_model import build_tokenizer
+from tests import test_generation
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run several times faster on one thread than with threads fighting over shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    tok = build_tokenizer(["hello world", "the cat sat on the mat", "你好世界"] * 20, vocab_size=300)
-    config = Qwen2Config(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        pad_token_id=tok.pad_token_id,
-        eos_token_id=tok.eos_token_id,
-    )
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(config).eval()
-    prompts = [
-        tok.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True, return_dict=False)
-        for t in ("hi", "the cat sat on the mat please", "你好")
-    ]
-    return tok, model, config, prompts
-
-
-def test_left_pad():
-    ids, mask = rollout.left_pad([[5, 6, 7], [8]], pad_token_id=0)
-    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]]
-    assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
-    assert rollout.position_ids_from_mask(mask).tolist() == [[0, 1, 2], [0, 0, 0]]
-    with pytest.raises(AlignmentError, match="prompt_ids"):
-        rollout.left_pad([[1], []], 0)
-
-
-def test_truncate_at_stop_keeps_the_first_stop_token():
-    responses = torch.tensor([[4, 9, 5, 9, 6], [4, 5, 6, 7, 8], [7, 4, 5, 4, 5], [8, 8, 9, 0, 0]])
-    out, mask, finished = rollout.truncate_at_stop(responses, stop_token_ids=[9, 7], pad_token_id=0)
-    assert out.tolist() == [[4, 9, 0, 0, 0], [4, 5, 6, 7, 0], [7, 0, 0, 0, 0], [8, 8, 9, 0, 0]]
-    assert mask.tolist() == [[1, 1, 0, 0, 0], [1, 1, 1, 1, 0], [1, 0, 0, 0, 0], [1, 1, 1, 0, 0]]
-    assert finished.tolist() == [True, True, True, True]
-    _, mask, finished = rollout.truncate_at_stop(torch.tensor([[1, 2, 3]]), [9], 0)
-    assert mask.tolist() == [[1, 1, 1]] and finished.tolist() == [False]
-
-
-def test_sample_matches_forward_logprobs_and_ignores_checkpoint_sampling_defaults(tiny):
-    tok, model, _, prompts = tiny
-    # A checkpoint whose generation_config would make sampling greedy (top_k=1) and penalise repeats:
-    # sample() must override both, or every row of the same prompt would come out identical.
-    model.generation_config = GenerationConfig(top_k=1, repetition_penalty=3.0, temperature=0.1)
-    ids, mask = rollout.left_pad([prompts[0]] * 6 + prompts[1:], tok.pad_token_id)
-    stop = [tok.eos_token_id]
-    torch.manual_seed(3)
-    out = rollout.sample(
-        model, ids, mask, stop_token_ids=stop, pad_token_id=tok.pad_token_id, max_new_tokens=6, temperature=0.7
-    )
-    assert out.responses.shape == out.mask.shape and out.responses.shape[0] == 8
-    assert len({tuple(r) for r in out.responses[:6].tolist()}) > 1
-    # Same seed, plain generate returning its processed logits: the forward re-scoring must agree with them.
-    config = GenerationConfig(
-        do_sample=True,
-        max_new_tokens=6,
-        temperature=0.7,
-        top_k=0,
-        repetition_penalty=1.0,
-        eos_token_id=stop,
-        pad_token_id=tok.pad_token_id,
-        output_logits=True,
-        return_dict_in_generate=True,
-    )
-    torch.manual_seed(3)
-    gen = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
-    responses = gen.sequences[:, ids.shape[1] :]
-    assert torch.equal(responses[out.mask.bool()], out.responses[out.mask.bool()])
-    expected = torch.log_softmax(torch.stack(gen.logits, 1) / 0.7, -1).gather(-1, responses.unsqueeze(-1))[..., 0]
-    full_mask = torch.cat([mask, out.mask], 1)
-    got = rollout.response_logprobs(model, gen.sequences, full_mask, ids.shape[1], 0.7)
-    torch.testing.assert_close(got[out.mask.bool()], expected[out.mask.bool()], atol=1e-4, rtol=0)
-
-
-def test_sample_stops_at_stop_ids(tiny):
-    tok, model, _, prompts = tiny
-    ids, mask = rollout.left_pad(prompts, tok.pad_token_id)
-    stop = list(range(3, len(tok), 2))  # half the vocabulary: most rows stop within a few tokens
-    out = rollout.sample(model, ids, mask, stop_token_ids=stop, pad_token_id=tok.pad_token_id, max_new_tokens=12)
-    for row, m, done in zip(out.responses.tolist(), out.mask.tolist(), out.finished.tolist(), strict=True):
-        valid = [t for t, keep in zip(row, m, strict=True) if keep]
-        assert done == (valid[-1] in stop)
-        assert all(t not in stop for t in valid[:-1])
-    assert out.finished.any()
-    with pytest.raises(AlignmentError, match="stop token"):
-        rollout.sample(model, ids, mask, stop_token_ids=[], pad_token_id=0, max_new_tokens=2)
+# The tiny policy and prompts of the sampling tests, and their one-thread setting.
+one_thread, tiny = test_generation.one_thread, test_generation.tiny
 
 
 def test_token_scores_match_the_models_own_pooled_score(tiny):
     tok, _, config, prompts = tiny
     torch.manual_seed(1)
     rm = Qwen2ForSequenceClassification(Qwen2Config(**config.to_dict(), num_labels=1)).eval()
-    ids, mask = rollout.left_pad(prompts, tok.pad_token_id)
+    ids, mask = left_pad(prompts, tok.pad_token_id)
     with torch.no_grad():
         per_token = rollout.token_scores(rm, ids, mask)
-        pooled = rm(input_ids=ids, attention_mask=mask, position_ids=rollout.position_ids_from_mask(mask)).logits
+        pooled = rm(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits
     assert per_token.shape == ids.shape
     torch.testing.assert_close(per_token[:, -1], pooled[:, 0], atol=1e-5, rtol=0)
     with pytest.raises(AlignmentError, match="score head"):
