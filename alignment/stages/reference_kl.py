@@ -104,7 +104,7 @@ def _reference_of(trainer, cfg: DictConfig) -> Callable[[], contextlib.AbstractC
             yield _adapter_disabled(model)
         else:
             from alignment.models import load_causal_lm
-            from alignment.stages.inputs import reference_path
+            from alignment.stages.preference_inputs import reference_path
 
             loaded = load_causal_lm(reference_path(cfg), cfg.model).to(next(model.parameters()).device).eval()
             try:

@@ -13,7 +13,7 @@ from alignment.data.sources import data_source
 from alignment.data.transforms import transform_train_rows
 from alignment.errors import AlignmentError
 from alignment.models import load_causal_lm, load_tokenizer, locate_model, resolve_model_path
-from alignment.stages.stage_run import StageRun
+from alignment.stages.runner import StageRun
 
 
 def policy_and_reference(cfg: DictConfig, with_reference: bool = True):
