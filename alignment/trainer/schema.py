@@ -1,6 +1,7 @@
-"""The ``trainer`` schema of each TRL stage: every simple field of the stage's TRL config class, with TRL's names and
-defaults, as a dataclass Hydra checks overrides against. Built once per TRL/transformers version and cached, so a
-config typo is reported without importing TRL.
+"""The ``trainer`` schema of each TRL stage: every simple field of the stage's TRL config class, with TRL's names,
+defaults and help text, as a dataclass Hydra checks overrides against. Built once per TRL/transformers version and
+cached, so a config typo is reported (and ``python -m alignment.trainer STAGE`` lists the options) without importing
+TRL.
 """
 
 from __future__ import annotations
@@ -41,8 +42,13 @@ def _field_type(tp: Any) -> Any:
 _MANAGED = {"output_dir", "report_to", "run_name", "seed", "max_length", "push_to_hub", "hub_model_id", "hub_token"}
 
 
-def trainer_fields(config_cls: type) -> list[tuple[str, str, Any]]:
-    """Every simple field of a TRL config class as (name, type name, default): TRL's names and defaults."""
+# One field of a trainer schema: (name, type name, default, TRL's help text).
+FieldSpec = tuple[str, str, Any, str]
+
+
+def trainer_fields(config_cls: type) -> list[FieldSpec]:
+    """Every simple field of a TRL config class as (name, type name, default, help): TRL's names, defaults and
+    help text."""
     specs = []
     for f in dataclasses.fields(config_cls):
         if not f.init or f.name.startswith("_") or f.name in _MANAGED:
@@ -56,21 +62,24 @@ def trainer_fields(config_cls: type) -> list[tuple[str, str, Any]]:
         tp = _field_type(f.type)
         if hasattr(default, "value") and not isinstance(default, _SIMPLE):  # enums -> their string value
             default = default.value
-        specs.append((f.name, "any" if tp is Any or isinstance(default, list | dict) else _TYPE_NAMES[tp], default))
+        type_name = "any" if tp is Any or isinstance(default, list | dict) else _TYPE_NAMES[tp]
+        specs.append((f.name, type_name, default, " ".join(str(f.metadata.get("help", "")).split())))
     return specs
 
 
 _TYPE_NAMES = {t: t.__name__ for t in _SIMPLE} | {t | None: f"{t.__name__}?" for t in _SIMPLE} | {list[str]: "list"}
 _TYPES = {name: tp for tp, name in _TYPE_NAMES.items()}
+_CACHE_FORMAT = 2
 
 
-def _schema_class(name: str, specs: list[tuple[str, str, Any]]) -> type:
+def _schema_class(name: str, specs: list[FieldSpec]) -> type:
     fields = []
-    for key, type_name, default in specs:
+    for key, type_name, default, help_text in specs:
+        meta = {"help": help_text}
         if type_name == "any":
-            fields.append((key, Any, field(default_factory=(lambda d=default: copy.deepcopy(d)))))
+            fields.append((key, Any, field(default_factory=(lambda d=default: copy.deepcopy(d)), metadata=meta)))
         else:
-            fields.append((key, _TYPES[type_name], field(default=default)))
+            fields.append((key, _TYPES[type_name], field(default=default, metadata=meta)))
     return dataclasses.make_dataclass(name, fields)
 
 
@@ -85,13 +94,19 @@ def _schema_cache_file() -> Path:
     from importlib.metadata import version
 
     root = Path(os.environ.get("ALIGNMENT_CACHE") or Path.home() / ".cache" / "alignment")
-    tag = hashlib.sha256(repr((sorted(_MANAGED), sorted(_TYPES))).encode()).hexdigest()[:8]  # this file's mapping
+    # This file's mapping and the cached row layout (_CACHE_FORMAT: 2 = with help text) name the cache.
+    tag = hashlib.sha256(repr((sorted(_MANAGED), sorted(_TYPES), _CACHE_FORMAT)).encode()).hexdigest()[:8]
     return root / f"trainer-schemas-trl{version('trl')}-transformers{version('transformers')}-{tag}.json"
 
 
 def trainer_schemas() -> dict[str, type]:
     """The ``trainer`` schema of each TRL stage, read from a per-version cache so that a config typo is reported
     without importing TRL; built from TRL's config classes (and cached) on a miss."""
+    return {stage: _schema_class(f"{cls_name}Schema", specs) for stage, (cls_name, specs) in trainer_specs().items()}
+
+
+def trainer_specs() -> dict[str, tuple[str, list[FieldSpec]]]:
+    """Each TRL stage's config class name and field specs, from the per-version cache (built on a miss)."""
     path = _schema_cache_file()
     try:
         cached = json.loads(path.read_text(encoding="utf-8"))
@@ -104,7 +119,7 @@ def trainer_schemas() -> dict[str, type]:
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_text(json.dumps(cached), encoding="utf-8")
             os.replace(tmp, path)
-    return {stage: _schema_class(f"{cls_name}Schema", specs) for stage, (cls_name, specs) in cached.items()}
+    return {stage: (cls_name, [tuple(spec) for spec in specs]) for stage, (cls_name, specs) in cached.items()}
 
 
 def trl_config_classes() -> dict[str, type]:
