@@ -13,59 +13,69 @@ from functools import cache
 
 from omegaconf import DictConfig
 
+from alignment.config import PeftMethod as M
 from alignment.errors import AlignmentError
 
 log = logging.getLogger("alignment")
 
-FULL = ("none", "full")
-LORA_FAMILY = ("lora", "dora", "rslora", "adalora", "ia3", "qlora")
-PROMPT_LEARNING = ("prompt_tuning", "p_tuning", "prefix_tuning")
-METHODS = (*FULL, "freeze", *LORA_FAMILY, *PROMPT_LEARNING)
+LORA_FAMILY = (M.lora, M.dora, M.rslora, M.adalora, M.ia3, M.qlora)
+PROMPT_LEARNING = (M.prompt_tuning, M.p_tuning, M.prefix_tuning)
+METHODS = tuple(M)  # every method once (the alias none is full)
 
 # Which methods each stage trains with. Prompt learning prepends virtual tokens, which only SFT's loss accounts for;
 # PPO's and GRPO's references are the policy with its adapter disabled, which needs a LoRA-style adapter, and
 # AdaLoRA's budget schedule and freeze are only wired into the HF-Trainer stages.
-_OFFLINE = (*FULL, "freeze", *LORA_FAMILY)
-STAGE_METHODS: dict[str, tuple[str, ...]] = {
+_OFFLINE = (M.full, M.freeze, *LORA_FAMILY)
+_ONLINE = (M.full, M.lora, M.dora, M.rslora)
+STAGE_METHODS: dict[str, tuple[M, ...]] = {
     "sft": METHODS,
     "dpo": _OFFLINE,
     "kto": _OFFLINE,
     "orpo": _OFFLINE,
     "rm": _OFFLINE,
-    "grpo": (*FULL, "lora", "dora", "rslora"),
-    "rloo": (*FULL, "lora", "dora", "rslora"),
-    "ppo": (*FULL, "lora", "dora", "rslora"),
+    "grpo": _ONLINE,
+    "rloo": _ONLINE,
+    "ppo": _ONLINE,
 }
 CLASSIFIER_HEADS = ("score", "classifier")
 # Stages whose TRL trainer refuses an adapter on lm_head (it reads lm_head.weight itself).
 LM_HEAD_FROZEN_STAGES = ("kto", "grpo", "rloo")
 
 
+def method_of(peft_cfg: DictConfig) -> M:
+    """``peft.method`` as its enum member. The schema already refuses other values; a config built without it (a
+    plain dict) gets the same refusal here."""
+    try:
+        return M[str(peft_cfg.method)]
+    except KeyError:
+        raise AlignmentError(
+            f"peft.method='{peft_cfg.method}' is unknown; choose one of: {', '.join(METHODS)}"
+        ) from None
+
+
 def validate(peft_cfg: DictConfig, stage: str) -> None:
     """Fail before any training when ``peft.method`` is unknown, unsupported by ``stage``, or needs missing hardware."""
     validate_values(peft_cfg, stage)
-    if str(peft_cfg.method) == "qlora":
+    if method_of(peft_cfg) == M.qlora:
         _check_qlora_available()
 
 
 def validate_values(peft_cfg: DictConfig, stage: str | None = None) -> None:
     """The ``peft.*`` values the chosen method reads, checked without importing a library (the CLI's preflight):
     method name and stage, ranks, alpha, dropout in [0, 1), target module names, virtual tokens, prompt init."""
-    method = str(peft_cfg.method)
-    if method not in METHODS:
-        raise AlignmentError(f"peft.method='{method}' is unknown; choose one of: {', '.join(METHODS)}")
+    method = method_of(peft_cfg)
     allowed = STAGE_METHODS.get(stage, METHODS) if stage else METHODS
     if method not in allowed:
         raise AlignmentError(
             f"peft={method} does not work with stage={stage}; for stage={stage} use one of: {', '.join(allowed)}"
         )
-    if method in LORA_FAMILY and method != "ia3":
+    if method in LORA_FAMILY and method != M.ia3:
         _check_int(peft_cfg, "r", 1)
         _check_int(peft_cfg, "alpha", 1)
         dropout = peft_cfg.get("dropout")
         if not isinstance(dropout, int | float) or isinstance(dropout, bool) or not 0 <= dropout < 1:
             raise AlignmentError(f"peft.dropout must be a probability in [0, 1), got {dropout}")
-        if method == "adalora" and peft_cfg.get("init_r") is not None:
+        if method == M.adalora and peft_cfg.get("init_r") is not None:
             _check_int(peft_cfg, "init_r", 1)
     if method in LORA_FAMILY:
         _check_target_names(peft_cfg.get("target_modules"))
@@ -77,9 +87,9 @@ def validate_values(peft_cfg: DictConfig, stage: str | None = None) -> None:
             )
     if method in PROMPT_LEARNING:
         _check_int(peft_cfg, "num_virtual_tokens", 1)
-    if method == "p_tuning":
+    if method == M.p_tuning:
         _check_int(peft_cfg, "encoder_hidden_size", 1)
-    if method == "prompt_tuning":
+    if method == M.prompt_tuning:
         init = str(peft_cfg.get("prompt_init")).lower()
         if init not in ("random", "text"):
             raise AlignmentError(f"peft.prompt_init='{peft_cfg.prompt_init}' must be random or text")
@@ -87,7 +97,7 @@ def validate_values(peft_cfg: DictConfig, stage: str | None = None) -> None:
             raise AlignmentError(
                 "peft.prompt_init=text needs peft.prompt_init_text='<words to start the prompt from>'"
             )
-    if method == "freeze" and peft_cfg.get("freeze_trainable_layers") == 0:
+    if method == M.freeze and peft_cfg.get("freeze_trainable_layers") == 0:
         raise AlignmentError(
             "peft.freeze_trainable_layers=0 trains no layer; give N > 0 (the last N layers) or N < 0 (the first |N|)"
         )
@@ -115,7 +125,7 @@ def check_target_modules(model, peft_cfg: DictConfig) -> None:
     """Fail, naming ``peft.target_modules``, when a listed name matches no layer of the loaded model that PEFT can
     adapt (peft itself fails later with a traceback, or skips a misspelt name beside a good one)."""
     targets = [str(t) for t in (peft_cfg.get("target_modules") or [])]
-    if str(peft_cfg.method) not in LORA_FAMILY or not targets or targets == ["all-linear"]:
+    if method_of(peft_cfg) not in LORA_FAMILY or not targets or targets == ["all-linear"]:
         return
     adaptable = {name for name, module in model.named_modules() if name and _adaptable(module)}
     shown = ", ".join(sorted(linear_layer_names(model))[:8])
@@ -178,7 +188,7 @@ def _check_qlora_available() -> None:
 
 def load_kwargs(peft_cfg: DictConfig) -> dict:
     """Extra ``from_pretrained`` arguments of a method: QLoRA's 4-bit NF4 quantisation, nothing for the others."""
-    if str(peft_cfg.method) != "qlora":
+    if method_of(peft_cfg) != M.qlora:
         return {}
     _check_qlora_available()
     import torch
@@ -202,20 +212,20 @@ def prepare(model, peft_cfg: DictConfig, stage: str):
     head peft keeps trainable (``modules_to_save``).
     """
     validate(peft_cfg, stage)
-    method = str(peft_cfg.method)
+    method = method_of(peft_cfg)
     if hasattr(model, "peft_config"):  # only prompt-learning adapters stay unmerged on load, and they load frozen
         base = next(iter(model.peft_config.values())).base_model_name_or_path
         raise AlignmentError(
             f"the start model is a saved prompt-learning adapter on '{base}': it can generate and be evaluated but "
             f"not trained further; start stage={stage} from its base (model.path={base}) or from a merged model"
         )
-    if method == "freeze":
+    if method == M.freeze:
         from alignment.freezing import freeze
 
         freeze(model, peft_cfg)
         return None
     check_target_modules(model, peft_cfg)  # right after the model loads, before any data work
-    if method == "qlora":
+    if method == M.qlora:
         from peft import prepare_model_for_kbit_training
 
         prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
@@ -229,14 +239,12 @@ def task_type_of(model) -> str:
 
 def peft_config(peft_cfg: DictConfig, task_type: str = "CAUSAL_LM", model=None):
     """The peft config of ``peft.method``, or None for methods that add no adapter (full, freeze)."""
-    method = str(peft_cfg.method)
-    if method in (*FULL, "freeze"):
+    method = method_of(peft_cfg)
+    if method in (M.full, M.freeze):
         return None
-    if method not in METHODS:
-        raise AlignmentError(f"peft.method='{method}' is unknown; choose one of: {', '.join(METHODS)}")
     targets = list(peft_cfg.target_modules)
     target_modules = "all-linear" if targets == ["all-linear"] else targets
-    if method in ("lora", "dora", "rslora", "qlora"):
+    if method in (M.lora, M.dora, M.rslora, M.qlora):
         from peft import LoraConfig
 
         return LoraConfig(
@@ -244,11 +252,11 @@ def peft_config(peft_cfg: DictConfig, task_type: str = "CAUSAL_LM", model=None):
             lora_alpha=int(peft_cfg.alpha),
             lora_dropout=float(peft_cfg.dropout),
             target_modules=target_modules,
-            use_dora=method == "dora",
-            use_rslora=method == "rslora",
+            use_dora=method == M.dora,
+            use_rslora=method == M.rslora,
             task_type=task_type,
         )
-    if method == "adalora":
+    if method == M.adalora:
         from peft import AdaLoraConfig
 
         init_r = int(peft_cfg.init_r or round(1.5 * int(peft_cfg.r)))
@@ -265,7 +273,7 @@ def peft_config(peft_cfg: DictConfig, task_type: str = "CAUSAL_LM", model=None):
             deltaT=1,
             task_type=task_type,
         )
-    if method == "ia3":
+    if method == M.ia3:
         from peft import IA3Config
 
         # IA3 scales keys, values and the MLP's input; "all-linear" means peft's own per-architecture default here.
@@ -277,9 +285,9 @@ def _prompt_learning_config(method: str, peft_cfg: DictConfig, task_type: str, m
     from peft import PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig
 
     tokens = int(peft_cfg.num_virtual_tokens)
-    if method == "prefix_tuning":
+    if method == M.prefix_tuning:
         return PrefixTuningConfig(num_virtual_tokens=tokens, task_type=task_type)
-    if method == "p_tuning":
+    if method == M.p_tuning:
         return PromptEncoderConfig(
             num_virtual_tokens=tokens, encoder_hidden_size=int(peft_cfg.encoder_hidden_size), task_type=task_type
         )
@@ -306,7 +314,7 @@ def _prompt_learning_config(method: str, peft_cfg: DictConfig, task_type: str, m
 # -- training-time helpers -----------------------------------------------------------------------------------------
 def callbacks(peft_cfg: DictConfig) -> list:
     """Trainer callbacks the method needs: AdaLoRA's rank reallocation; none for the others."""
-    return [adalora_schedule_class()()] if str(peft_cfg.method) == "adalora" else []
+    return [adalora_schedule_class()()] if method_of(peft_cfg) == M.adalora else []
 
 
 def _adalora_schedule(total: int) -> dict[str, int]:

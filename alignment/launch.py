@@ -21,14 +21,14 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from alignment.config import Backend
 from alignment.distributed import LAUNCHED_ENV, is_launched, is_main_process, world_size
 from alignment.errors import AlignmentError
 from alignment.paths import CONF_DIR
 
 log = logging.getLogger("alignment")
 
-BACKENDS = ("single", "ddp", "zero2", "zero3", "zero3_offload", "fsdp")
-DEEPSPEED_BACKENDS = ("zero2", "zero3", "zero3_offload")
+DEEPSPEED_BACKENDS = (Backend.zero2, Backend.zero3, Backend.zero3_offload)
 DEFAULT_MULTI_NODE_PORT = 29500
 # Overrides the launcher sets itself on every rank; the user's values for them are replaced.
 _REPLACED = ("output_dir", "distributed.dry_run", "hydra.output_subdir", "hydra.job_logging.root.handlers")
@@ -36,16 +36,14 @@ _REPLACED = ("output_dir", "distributed.dry_run", "hydra.output_subdir", "hydra.
 
 # -- config ------------------------------------------------------------------------------------------------------
 def validate(dist: DictConfig) -> None:
-    """Reject topologies that cannot run, naming the ``distributed.*`` key to change."""
-    if dist.backend not in BACKENDS:
-        raise AlignmentError(f"distributed.backend='{dist.backend}' must be one of {', '.join(BACKENDS)}")
+    """Reject topologies that cannot run, naming the ``distributed.*`` key to change (the schema checks the backend)."""
     if dist.num_processes < 1 or dist.num_machines < 1:
         raise AlignmentError("distributed.num_processes and distributed.num_machines must be at least 1")
     if not 0 <= dist.machine_rank < dist.num_machines:
         raise AlignmentError(
             f"distributed.machine_rank={dist.machine_rank} must be in [0, num_machines={dist.num_machines})"
         )
-    if dist.backend == "single" and dist.num_processes * dist.num_machines > 1:
+    if dist.backend == Backend.single and dist.num_processes * dist.num_machines > 1:
         raise AlignmentError(
             "distributed=single runs one process; for several pick a backend: distributed=ddp (or zero2, zero3, "
             f"zero3_offload, fsdp) distributed.num_processes={dist.num_processes}"
@@ -81,7 +79,7 @@ def total_processes(dist: DictConfig) -> int:
 
 def needs_launch(dist: DictConfig) -> bool:
     """True when this (not yet launched) process must re-run itself under a launcher."""
-    return not is_launched() and (dist.backend != "single" or total_processes(dist) > 1)
+    return not is_launched() and (dist.backend != Backend.single or total_processes(dist) > 1)
 
 
 # -- the command -------------------------------------------------------------------------------------------------
@@ -115,10 +113,10 @@ def launch_commands(
     if dist.backend in DEEPSPEED_BACKENDS:
         head += ["--use_deepspeed", "--deepspeed_config_file", str(deepspeed_config_path(dist))]
         # Under ZeRO-3 a model loaded after the trainer settings exist is created already sharded.
-        head += ["--zero3_init_flag", "true" if dist.backend != "zero2" else "false"]
+        head += ["--zero3_init_flag", "true" if dist.backend != Backend.zero2 else "false"]
         if machines > 1:
             head += ["--deepspeed_multinode_launcher", "standard"]
-    elif dist.backend == "fsdp":
+    elif dist.backend == Backend.fsdp:
         head += ["--use_fsdp", "--fsdp_sharding_strategy", "FULL_SHARD"]
         head += ["--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP", "--fsdp_state_dict_type", "FULL_STATE_DICT"]
     else:
@@ -165,7 +163,7 @@ def maybe_launch(cfg: DictConfig, overrides: list[str]) -> bool:
                 print(f"# machine_rank={rank}")
             print(format_command(cmd))
         return True
-    if dist.backend == "fsdp":
+    if dist.backend == Backend.fsdp:
         import torch
 
         if not torch.cuda.is_available():
@@ -184,7 +182,7 @@ def maybe_launch(cfg: DictConfig, overrides: list[str]) -> bool:
 def _prepare_launched(dist: DictConfig) -> None:
     import torch
 
-    if dist.backend in ("ddp", "fsdp") and not torch.cuda.is_available():
+    if dist.backend in (Backend.ddp, Backend.fsdp) and not torch.cuda.is_available():
         # accelerate's launcher resets this to False; without it DDP/FSDP on CPU would fall back to one process.
         os.environ["ACCELERATE_USE_CPU"] = "true"
     if dist.backend in DEEPSPEED_BACKENDS and not torch.cuda.is_available() and not os.environ.get("ALIGNMENT_DS_SHM"):

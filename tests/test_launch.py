@@ -101,7 +101,6 @@ def test_child_overrides_fix_the_run_dir_for_every_rank(tmp_path):
     ("kw", "words"),
     [
         ({"backend": "single", "num_processes": 2}, "distributed=ddp"),
-        ({"backend": "zero4"}, "distributed.backend"),
         ({"backend": "ddp", "num_machines": 2}, "main_process_ip"),
         ({"backend": "ddp", "num_machines": 2, "machine_rank": 2, "main_process_ip": "h"}, "machine_rank"),
         ({"backend": "zero3", "deepspeed_config": "nope.json"}, "nope.json"),

@@ -29,10 +29,8 @@ def data_path(data_cfg: DictConfig, kind: str) -> str:
 
 def load_train_eval(data_cfg: DictConfig, kind: str, seed: int = 0) -> tuple[Dataset, Dataset | None]:
     """Train and held-out rows in canonical form; carve ``eval_fraction`` of train when there is no eval split."""
-    if data_cfg.on_error not in ("raise", "skip"):
-        raise AlignmentError(f"data.on_error='{data_cfg.on_error}' must be raise or skip")
     path = data_path(data_cfg, kind)
-    kwargs = {"kind": kind, "format": data_cfg.format, "on_error": data_cfg.on_error, **format_options(data_cfg)}
+    kwargs = {"kind": kind, "format": data_cfg.format, "on_error": str(data_cfg.on_error), **format_options(data_cfg)}
     train = load_dataset(path, split=data_cfg.train_split, **kwargs)
     held_out = None
     if data_cfg.eval_split:
