@@ -1,24 +1,22 @@
-"""Checkpoints of our PPO loop: ``checkpoint-<step>/`` with weights, optimiser, scheduler, RNG and data order.
+"""Checkpoints of our PPO loop: ``checkpoint-<step>/`` holding accelerate's ``save_state`` plus PPO's own state.
 
-Layout (``ppo_state.json`` is written after the other files, so a checkpoint with a readable one is complete, as HF
-Trainer's ``trainer_state.json``): ``trainable.safetensors`` (every trainable parameter of the policy and value model:
-frozen ones never change), ``optimizer.pt`` and ``scheduler.pt`` (loaded with ``weights_only=True``), per process
-``rng-<rank>.pt`` (torch CPU and CUDA generators, the data-order generator) and ``rng-<rank>.json`` (python and
-numpy), and ``ppo_state.json`` (step, prompt queue, KL coefficient, history); last the manifest ``checkpoint.json``
-(each file and its size), against which a resume checks the checkpoint (``alignment.stages.checkpoints``).
+Layout: accelerate's files (``model.safetensors`` with every trainable parameter of the policy and value model, frozen
+ones never change; ``optimizer.bin``; per process ``random_states_<rank>.pkl``, the python, numpy, torch and CUDA
+generators; ``custom_checkpoint_0.pkl`` the learning-rate scheduler and ``custom_checkpoint_1.pkl`` the data-order
+generator), then ``ppo_state.json`` (step, prompt queue, KL coefficient, history), written after them so a checkpoint
+with a readable one is complete, as HF Trainer's ``trainer_state.json``; last the manifest ``checkpoint.json`` (each
+file and its size), against which a resume checks the checkpoint (``alignment.stages.checkpoints``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import random
 import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from alignment import interrupt
@@ -26,23 +24,52 @@ from alignment.errors import AlignmentError, RunInterrupted
 
 logger = logging.getLogger(__name__)
 STATE_FILE = "ppo_state.json"
+WEIGHTS_FILE = "model.safetensors"  # accelerate's name for the first prepared model's weights
 
 
-def _trainable(trainer) -> dict[str, torch.Tensor]:
-    wrapper = trainer.accelerator.unwrap_model(trainer.model)
-    return {name: p for name, p in wrapper.named_parameters() if p.requires_grad}
+class _GeneratorState:
+    """A ``torch.Generator`` as accelerate's ``register_for_checkpointing`` wants it: ``state_dict`` and back."""
+
+    def __init__(self, generator: torch.Generator) -> None:
+        self.generator = generator
+
+    def state_dict(self) -> dict:
+        return {"state": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["state"])
+
+
+def _trainable_names(trainer) -> set[str]:
+    """Names of the trainable parameters as the prepared model's state dict spells them (``module.`` under DDP)."""
+    return {name for name, p in trainer.model.named_parameters() if p.requires_grad}
+
+
+def _register(trainer) -> None:
+    """Once per trainer: tell its Accelerator what else to save (the scheduler is stepped by hand, so not prepared,
+    and the data order) and to keep only the trainable weights (frozen ones never change: a LoRA run saves adapters)."""
+    if getattr(trainer, "_checkpointing", False):
+        return
+    acc = trainer.accelerator
+    acc.register_for_checkpointing(trainer.scheduler, _GeneratorState(trainer._order))
+    names = _trainable_names(trainer)
+
+    def keep_trainable(models, weights, output_dir) -> None:
+        for i, state in enumerate(weights):  # empty under DeepSpeed, which saves its own engine files
+            weights[i] = {k: v for k, v in state.items() if k in names}
+
+    acc.register_save_state_pre_hook(keep_trainable)
+    trainer._checkpointing = True
 
 
 def save_checkpoint(trainer, stage_dir: Path | str, total_limit: int | None = None) -> Path:
-    """Write ``checkpoint-<trainer.step>/`` (state file last) and keep only the newest ``total_limit`` of them.
+    """Write ``checkpoint-<trainer.step>/`` (state file, then manifest, last) and keep only the newest ``total_limit``.
 
-    Every process saves its own RNG (``rng-<rank>.*``: each samples with its own seed); the main process saves the
-    rest. Weights and optimiser are saved whole, as under DDP; sharded DeepSpeed/FSDP optimiser states are not handled.
+    Collective: every process calls it (each saves its own RNG); the main process writes the rest.
     """
-    from safetensors.torch import save_file
-
     from alignment.stages.checkpoints import write_manifest
 
+    _register(trainer)
     acc = trainer.accelerator
     stage_dir = Path(stage_dir)
     ckpt = stage_dir / f"checkpoint-{trainer.step}"
@@ -50,24 +77,9 @@ def save_checkpoint(trainer, stage_dir: Path | str, total_limit: int | None = No
         shutil.rmtree(ckpt, ignore_errors=True)
         ckpt.mkdir(parents=True)
     acc.wait_for_everyone()
-    rank = acc.process_index
-    rng = {"cpu": torch.get_rng_state(), "order": trainer._order.get_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    torch.save(rng, ckpt / f"rng-{rank}.pt")
-    py_version, py_state, py_gauss = random.getstate()
-    np_state = np.random.get_state()
-    host_rng = {
-        "python": [py_version, list(py_state), py_gauss],
-        "numpy": [np_state[0], np_state[1].tolist(), *[float(x) for x in np_state[2:]]],
-    }
-    (ckpt / f"rng-{rank}.json").write_text(json.dumps(host_rng), encoding="utf-8")
+    acc.save_state(str(ckpt))
     acc.wait_for_everyone()
     if acc.is_main_process:
-        weights = {k: v.detach().cpu().contiguous() for k, v in _trainable(trainer).items()}
-        save_file(weights, ckpt / "trainable.safetensors")
-        torch.save(trainer.optimizer.state_dict(), ckpt / "optimizer.pt")
-        torch.save(trainer.scheduler.state_dict(), ckpt / "scheduler.pt")
         state = {
             "step": trainer.step,
             "queue": list(trainer._queue),
@@ -94,31 +106,24 @@ def _rotate(stage_dir: Path, total_limit: int | None) -> None:
 
 def load_checkpoint(trainer, ckpt: Path | str) -> int:
     """Restore weights, optimiser, scheduler, RNG, data order and history from ``ckpt``; return its step."""
-    from safetensors.torch import load_file
+    from safetensors import safe_open
 
     ckpt = Path(ckpt)
-    params = _trainable(trainer)
-    saved = load_file(ckpt / "trainable.safetensors")
-    if set(saved) != set(params):
+    if (ckpt / "trainable.safetensors").exists():
         raise AlignmentError(
-            f"{ckpt} holds other trainable parameters than this run's models; re-run with resume=fresh"
+            f"{ckpt} was written by an earlier version of the PPO loop, in a layout it no longer reads; "
+            "re-run with resume=fresh"
         )
-    with torch.no_grad():
-        for name, p in params.items():
-            p.copy_(saved[name].to(p.device, p.dtype))
-    trainer.optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True, map_location="cpu"))
-    trainer.scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
-    rank = trainer.accelerator.process_index
-    rng = torch.load(ckpt / f"rng-{rank}.pt", weights_only=True)
-    torch.set_rng_state(rng["cpu"])
-    trainer._order.set_state(rng["order"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    host_rng = json.loads((ckpt / f"rng-{rank}.json").read_text(encoding="utf-8"))
-    version, py_state, gauss = host_rng["python"]
-    random.setstate((version, tuple(py_state), gauss))
-    name, keys, pos, has_gauss, cached = host_rng["numpy"]
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), int(pos), int(has_gauss), float(cached)))
+    rng = ckpt / f"random_states_{trainer.accelerator.process_index}.pkl"
+    if not rng.is_file():  # accelerate would skip a missing RNG file with a log line: the run would silently differ
+        raise AlignmentError(f"{rng} is missing: this checkpoint cannot resume the run; re-run with resume=fresh")
+    _register(trainer)
+    with safe_open(str(ckpt / WEIGHTS_FILE), framework="pt") as saved:
+        if set(saved.keys()) != _trainable_names(trainer):
+            raise AlignmentError(
+                f"{ckpt} holds other trainable parameters than this run's models; re-run with resume=fresh"
+            )
+    trainer.accelerator.load_state(str(ckpt), strict=False)  # strict=False: the frozen weights are not in the file
     state = json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
     trainer.step = int(state["step"])
     trainer._queue = list(state["queue"])
@@ -205,7 +210,8 @@ def resume(trainer, stage) -> None:
     settings = trainer.settings
     sharded = not _can_save(trainer)
     if sharded and settings.save_steps > 0:
-        # Their optimiser states are sharded across processes; saving rank 0's alone could not resume.
+        # save_state would write ZeRO/FSDP engine states, but a PPO resume from them is untested (and model.safetensors
+        # is absent there): refused until a multi-process ZeRO resume test exists.
         raise AlignmentError(
             "PPO checkpoints (trainer.save_steps) are not supported under DeepSpeed or FSDP yet; set "
             "trainer.save_steps=0, or use distributed=ddp"

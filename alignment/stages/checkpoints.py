@@ -30,8 +30,16 @@ _WEIGHTS = (
     "pytorch_model.bin",
     "pytorch_model.bin.index.json",
 )
-# What our PPO loop needs to resume (rng of process 0 at least; see alignment/rl/checkpoint.py).
-_PPO_FILES = ("trainable.safetensors", "optimizer.pt", "scheduler.pt", "rng-0.pt", "rng-0.json")
+# What our PPO loop needs to resume (rng of process 0 at least; see alignment/rl/checkpoint.py): accelerate's
+# save_state files, or, marked by trainable.safetensors, the layout it wrote before (which a resume then refuses).
+_PPO_FILES = (
+    "model.safetensors",
+    "optimizer.bin",
+    "random_states_0.pkl",
+    "custom_checkpoint_0.pkl",
+    "custom_checkpoint_1.pkl",
+)
+_OLD_PPO_FILES = ("trainable.safetensors", "optimizer.pt", "scheduler.pt", "rng-0.pt", "rng-0.json")
 _MAX_HEADER = 100_000_000  # safetensors refuses larger headers
 _TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 
@@ -86,7 +94,8 @@ def checkpoint_problem(ckpt: Path | str, model_only: bool = False) -> str | None
         if manifest is not None:
             return _problem_by_manifest(ckpt, manifest)
         if state == "ppo_state.json":
-            return _missing(ckpt, _PPO_FILES) or _problem_in_files(ckpt)
+            files = _OLD_PPO_FILES if (ckpt / _OLD_PPO_FILES[0]).exists() else _PPO_FILES
+            return _missing(ckpt, files) or _problem_in_files(ckpt)
         return _problem_without_manifest(ckpt, model_only)
     except OSError as err:
         return f"unreadable ({err.strerror or err})"
