@@ -30,7 +30,7 @@ from alignment.rewards import RewardFunction
 from alignment.rl import ops
 from alignment.rl.padding import group_rows, grouped_response_forward, trim_padding
 from alignment.rl.rollout import response_logits, response_logprobs, response_values, score_head
-from alignment.rl.settings import PPOSettings, settings_from_dict
+from alignment.rl.settings import DEFAULT_SEED, PPOSettings, settings_from_dict
 
 logger = logging.getLogger(__name__)
 RewardFn = Callable[[list | None, list[str], list], list[float]]
@@ -140,8 +140,9 @@ class PPOTrainer:
             self.kl_ctl = ops.AdaptiveKLController(settings.kl_coef, settings.kl_target, settings.kl_horizon)
         else:
             self.kl_ctl = ops.FixedKLController(settings.kl_coef)
-        set_seed(settings.seed + accelerator.process_index)
-        self._order = torch.Generator().manual_seed(settings.seed)  # same on every process: shards stay disjoint
+        seed = DEFAULT_SEED if settings.seed is None else settings.seed
+        set_seed(seed + accelerator.process_index)
+        self._order = torch.Generator().manual_seed(seed)  # same on every process: shards stay disjoint
         self._queue: list[int] = []
         self.step = 0
         self.should_stop = False  # a callback sets it (Ctrl-C: after saving a checkpoint) to end train() early

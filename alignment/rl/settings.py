@@ -57,7 +57,10 @@ class PPOSettings:
     whiten_rewards: bool = _help("Scale per-token rewards to unit variance (mean kept) before GAE.", False)
     missing_eos_penalty: float | None = _help("Subtracted from the score of responses that never hit a stop token.")
     max_grad_norm: float = _help("Gradient clip norm, per model (one joint norm under DeepSpeed/FSDP).", 1.0)
-    seed: int = _help("Seed of sampling and shuffling (process index is added).", 42)
+    seed: int | None = _help(
+        "Seed of sampling and shuffling (process index is added); None = 42. Under stage=ppo the run's `seed` sets "
+        "it, as for every training stage: trainer.seed may only repeat it."
+    )
     logging_steps: int = _help("Log a stats line every this many steps.", 1)
     save_steps: int = _help("Save a resumable checkpoint-<step>/ every this many steps; 0 = never.", 0)
     save_total_limit: int | None = _help("Keep only the newest this many checkpoints; None = all.", 2)
@@ -116,6 +119,23 @@ class PPOSettings:
             raise bad("save_steps", "must be 0 (never) or more")
         if self.adaptive_kl and (self.kl_target <= 0 or self.kl_horizon <= 0):
             raise bad("kl_target", "adaptive_kl needs kl_target > 0 and kl_horizon > 0")
+
+
+DEFAULT_SEED = 42
+
+
+def stage_settings(trainer: dict, seed: int) -> PPOSettings:
+    """``stage=ppo``'s settings: ``trainer.*`` seeded by the run's ``seed``, as TRL stages are.
+
+    A ``trainer.seed`` that differs is refused rather than silently overwritten (TRL stages have no such key).
+    """
+    given = trainer.get("seed")
+    if given is not None and int(given) != int(seed):
+        raise AlignmentError(
+            f"trainer.seed={given} is not used by stage=ppo: the run's seed ({seed}) seeds it, as every training "
+            f"stage; set seed={given} instead, without trainer.seed"
+        )
+    return settings_from_dict({**trainer, "seed": int(seed)})
 
 
 def settings_from_dict(values: dict) -> PPOSettings:

@@ -19,7 +19,8 @@ from alignment.errors import AlignmentError
 from alignment.generation import stop_token_ids
 from alignment.models import load_causal_lm, load_sequence_classifier, load_tokenizer, locate_model, resolve_model_path
 from alignment.rl import checkpoint as checkpoints
-from alignment.rl.ppo import PPOTrainer, settings_from_dict
+from alignment.rl.ppo import PPOTrainer
+from alignment.rl.settings import stage_settings
 from alignment.secrets import scrub
 from alignment.stages.online import prompt_data, reward_function
 from alignment.stages.runner import StageRun
@@ -42,7 +43,9 @@ class StepLog:
     """Each PPO step's stats, as they come: appended to ``log_history.jsonl`` and sent to ``tracking.backend``.
 
     TRL's trackers hang off its Trainer, which PPO does not use, so wandb (offline unless logged in) and TensorBoard
-    (``<stage>/runs``) are driven here directly, with the stats under ``ppo/<name>`` at the PPO step.
+    (``<stage>/runs``) are driven here directly, with the stats under ``ppo/<name>`` at the PPO step. Not through
+    ``Accelerator(log_with=...)``: its TensorBoard tracker nests the run dir and writes an hparams event, and
+    log_history.jsonl and the train.log lines would still be written here.
     """
 
     def __init__(self, stage: StageRun, cfg: DictConfig) -> None:
@@ -90,7 +93,7 @@ def run(cfg: DictConfig) -> dict:
     from peft import get_peft_model
 
     stage = StageRun(cfg)
-    settings = settings_from_dict(OmegaConf.to_container(cfg.trainer, resolve=True) | {"seed": int(cfg.seed)})
+    settings = stage_settings(OmegaConf.to_container(cfg.trainer, resolve=True), int(cfg.seed))
     path = resolve_model_path(cfg.model)
     tokenizer = load_tokenizer(path, cfg.model)
     policy = load_causal_lm(path, cfg.model, tokenizer=tokenizer)

@@ -222,9 +222,9 @@ def check_trainer_config(cfg: DictConfig, stage_dir: Path | None = None) -> None
     world = world_size() if is_launched() else total_processes(cfg.distributed)
     validate_trainer_values(values, stage, _max_length(cfg), world)
     if stage == "ppo":
-        from alignment.rl.settings import settings_from_dict
+        from alignment.rl.settings import stage_settings
 
-        settings_from_dict({**values, "seed": int(cfg.seed)}).validate()
+        stage_settings(values, int(cfg.seed)).validate()
         return
     if stage in ("generate", "label"):
         _check_data_stage_settings(stage, values)

@@ -427,3 +427,30 @@ def test_learning_rate_schedule_is_the_linear_decay_or_constant(tok, overrides):
             trainer.scheduler.step()
     assert seen == [pytest.approx(lrs, rel=1e-12, abs=1e-15) for lrs in expected]
     assert len({tuple(lrs) for lrs in seen}) == (1 if s.lr_scheduler_type == "constant" else updates + 1)
+
+
+def test_the_run_seed_seeds_ppo_and_a_different_trainer_seed_is_refused(tok):
+    from hydra import compose, initialize_config_dir
+
+    from alignment.config import register_configs
+    from alignment.paths import CONF_DIR
+    from alignment.rl.settings import stage_settings
+    from alignment.trainer.checks import check_trainer_config
+
+    assert stage_settings({"learning_rate": 0.1}, 3).seed == 3
+    assert stage_settings({"seed": None}, 3).seed == 3  # the schema's default: not given
+    assert stage_settings({"seed": 7}, 7).seed == 7  # repeating the run's seed is harmless
+    with pytest.raises(AlignmentError, match=r"trainer\.seed=5 is not used by stage=ppo.*set seed=5"):
+        stage_settings({"seed": 5}, 42)
+    register_configs()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        refused = compose("config", overrides=["stage=ppo", "trainer.seed=5"])
+        agreed = compose("config", overrides=["stage=ppo", "trainer.seed=5", "seed=5"])
+    with pytest.raises(AlignmentError, match=r"trainer\.seed=5 .*seed \(42\)"):
+        check_trainer_config(refused)  # before any model loads
+    check_trainer_config(agreed)
+    # PPOTrainer on its own (seed None) keeps its default seed of 42: the data order it draws is that seed's.
+    policy, ref, value = models(tok)
+    trainer = PPOTrainer(policy, ref, value, tok, share_of_a, dataset(tok), settings(), [tok.eos_token_id])
+    assert trainer.settings.seed is None
+    assert torch.equal(trainer._order.get_state(), torch.Generator().manual_seed(42).get_state())
