@@ -114,3 +114,16 @@ def test_the_cli_takes_the_old_spellings():
     assert (cfg.resume, cfg.peft.method) == ("fresh", "full")
     assert proc.stderr.count("warning: peft=none is deprecated; use peft=full") == 1
     assert proc.stderr.count("warning: resume=false is read as resume=fresh") == 1
+
+
+@pytest.mark.parametrize(("stage", "own"), [("dpo", {"beta": 0.2, "max_steps": 300}), ("rm", {"num_train_epochs": 1})])
+def test_the_pair_stages_share_their_trainer_settings_and_keep_their_own(stage, own):
+    """conf/trainer_shared/pairs.yaml fills trainer.* of dpo, kto, orpo and rm; the stage's file and the command line
+    still set their own values on top."""
+    cfg = composed(f"stage={stage}")
+    shared = OmegaConf.load(CONF_DIR / "trainer_shared" / "pairs.yaml")
+    assert {k: cfg.trainer[k] for k in shared} == OmegaConf.to_container(shared)
+    assert (cfg.trainer.learning_rate, cfg.trainer.save_steps, cfg.trainer.eval_strategy) == (5.0e-4, 200, "no")
+    assert {k: cfg.trainer[k] for k in own} == own
+    assert composed(f"stage={stage}", "trainer.learning_rate=1e-3").trainer.learning_rate == 1e-3
+    assert composed("stage=sft").trainer.learning_rate == 2.0e-3  # not a pair stage: its own file only

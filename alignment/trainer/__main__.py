@@ -14,7 +14,7 @@ import sys
 import textwrap
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from alignment.paths import CONF_DIR
 from alignment.trainer.schema import FieldSpec, trainer_specs
@@ -50,12 +50,21 @@ def _dataclass_specs(cls: type) -> list[FieldSpec]:
 
 
 def stage_values(stage: str) -> dict[str, Any]:
-    """The ``trainer.*`` values ``conf/stage/<stage>.yaml`` sets (they replace the defaults for that stage)."""
+    """The ``trainer.*`` values ``conf/stage/<stage>.yaml`` sets (they replace the defaults for that stage), those of
+    the shared files its defaults list pulls into ``trainer`` (``conf/trainer_shared/``) included."""
     path = CONF_DIR / "stage" / f"{stage}.yaml"
     if not path.exists():
         return {}
-    trainer = OmegaConf.load(path).get("trainer") or {}
-    return OmegaConf.to_container(trainer, resolve=False) if trainer else {}
+    conf = OmegaConf.load(path)
+    shared = [
+        CONF_DIR / "trainer_shared" / f"{name}.yaml"
+        for entry in conf.get("defaults") or []
+        if isinstance(entry, DictConfig)
+        for key, name in entry.items()
+        if key == "/trainer_shared@trainer"
+    ]
+    trainer = OmegaConf.merge(*(OmegaConf.load(p) for p in shared), conf.get("trainer") or {})
+    return OmegaConf.to_container(trainer, resolve=False)
 
 
 def _show(value: Any) -> str:
