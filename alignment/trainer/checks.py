@@ -229,9 +229,9 @@ def check_trainer_config(cfg: DictConfig, stage_dir: Path | None = None) -> None
     if stage in ("generate", "label"):
         _check_data_stage_settings(stage, values)
         return
-    from alignment.trainer.schema import trl_config_classes
+    from alignment.trainer.schema import trl_config_class
 
-    config_cls = trl_config_classes().get(stage)
+    config_cls = trl_config_class(stage)  # this stage's class only: the others' TRL modules stay unloaded
     if config_cls is None:
         return
     if stage == "dpo":

@@ -122,33 +122,43 @@ def trainer_specs() -> dict[str, tuple[str, list[FieldSpec]]]:
     return {stage: (cls_name, [tuple(spec) for spec in specs]) for stage, (cls_name, specs) in cached.items()}
 
 
+_TRL_CONFIGS = {
+    "sft": "SFTConfig",
+    "rm": "RewardConfig",
+    "dpo": "DPOConfig",
+    "kto": "KTOConfig",
+    "grpo": "GRPOConfig",
+    "rloo": "RLOOConfig",
+}
+
+
 def trl_config_classes() -> dict[str, type]:
     """The TRL config class behind each stage's ``trainer`` group."""
-    from trl import DPOConfig, GRPOConfig, KTOConfig, RewardConfig, RLOOConfig, SFTConfig
+    classes = {stage: trl_config_class(stage) for stage in (*_TRL_CONFIGS, "orpo")}
+    return {stage: cls for stage, cls in classes.items() if cls is not None}
 
-    classes = {
-        "sft": SFTConfig,
-        "rm": RewardConfig,
-        "dpo": DPOConfig,
-        "kto": KTOConfig,
-        "grpo": GRPOConfig,
-        "rloo": RLOOConfig,
-    }
+
+def trl_config_class(stage: str) -> type | None:
+    """The TRL config class of one stage (None for our own stages, or orpo when TRL no longer has it). Importing only
+    this one keeps start-up from loading the other stages' modules (ORPO's pulls in its trainer)."""
+    if stage in _TRL_CONFIGS:
+        import trl
+
+        return getattr(trl, _TRL_CONFIGS[stage])
+    if stage != "orpo":
+        return None
     # TRL warns on importing trl.experimental; at start-up that would reach every command, so it is silenced here
     # and stage=orpo says it once (stages/orpo.py).
-    import os
-
     silenced = os.environ.get("TRL_EXPERIMENTAL_SILENCE")
     os.environ["TRL_EXPERIMENTAL_SILENCE"] = "1"
     try:
         from trl.experimental.orpo import ORPOConfig
 
-        classes["orpo"] = ORPOConfig
+        return ORPOConfig
     except ImportError:  # experimental module moved or gone: orpo is then unavailable
-        pass
+        return None
     finally:
         if silenced is None:
             os.environ.pop("TRL_EXPERIMENTAL_SILENCE", None)
         else:
             os.environ["TRL_EXPERIMENTAL_SILENCE"] = silenced
-    return classes
