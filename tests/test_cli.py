@@ -48,16 +48,31 @@ def test_every_trainable_parameter_changed(sft_run):
 
 
 def test_saved_model_loads_and_answers(sft_run):
+    """Plain HF loading and greedy generation: the reply ends at the end-of-turn token SFT trained (once, last), or
+    runs to the length cap; greedy decoding repeats itself."""
+    from alignment.generation import stop_token_ids
+
     tokenizer = AutoTokenizer.from_pretrained(sft_run / "model")
     model = AutoModelForCausalLM.from_pretrained(sft_run / "model")
+    stop = stop_token_ids(tokenizer, model)
+    assert tokenizer.convert_tokens_to_ids("<|im_end|>") in stop
     ids = tokenizer.apply_chat_template(
         [{"role": "user", "content": "Who are you?"}],
         add_generation_prompt=True,
         return_tensors="pt",
         return_dict=True,
     )
-    out = model.generate(**ids, max_new_tokens=8, do_sample=False)
-    assert out.shape[1] > ids["input_ids"].shape[1]
+    start = ids["input_ids"].shape[1]
+    out = model.generate(**ids, max_new_tokens=48, do_sample=False)
+    reply = out[0, start:].tolist()
+    assert torch.equal(out[0, :start], ids["input_ids"][0])  # the prompt is kept as given
+    assert 1 <= len(reply) < 48, "the reply ran to the length cap instead of ending its turn"
+    assert reply[-1] in stop and not any(t in stop for t in reply[:-1]), reply
+    assert "Aster" in tokenizer.decode(reply, skip_special_tokens=True)  # the identity SFT taught
+    assert torch.equal(model.generate(**ids, max_new_tokens=48, do_sample=False), out)
+    # A cap shorter than the reply: exactly that many new tokens, none of them a stop token.
+    capped = model.generate(**ids, max_new_tokens=4, do_sample=False)[0, start:].tolist()
+    assert capped == reply[:4] and len(reply) > 4
 
 
 def test_config_typo_names_the_key(tmp_path):
