@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
-from datasets import Dataset
+import json
 
+import pytest
+import torch
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from alignment.data import encode_preference
 from alignment.stages.kto import unpaired, with_kl_completions
 from tests.conftest import FAST, read_metrics, run_cli
 from tests.stages.test_dpo import STEPS, changed_fraction
@@ -21,6 +26,33 @@ def test_kto_trains_the_sft_model_and_records_held_out_rewards(sft_run, tmp_path
     assert metrics["eval_rewards/chosen_before"] == pytest.approx(0.0, abs=1e-4)  # policy == reference
     assert metrics["eval_rewards/chosen"] != pytest.approx(0.0, abs=1e-5)
     assert changed_fraction(sft_run / "model", out / "model") > 0.9
+    # TRL's batch KL estimate is clamped at 0 (it read 0 throughout a default run); ``kl`` is the unclamped estimate
+    # on the oracle samples: the mean over sampled replies of log p_policy(reply) - log p_reference(reply).
+    assert metrics["eval_kl"] >= 0.0 and metrics["eval_kl_before"] >= 0.0
+    assert metrics["kl_before"] == pytest.approx(0.0, abs=1e-6)  # the policy is still its reference
+    tokenizer = AutoTokenizer.from_pretrained(out / "model")
+    policy = AutoModelForCausalLM.from_pretrained(out / "model").eval()
+    reference = AutoModelForCausalLM.from_pretrained(sft_run / "model").eval()
+    samples = [json.loads(line) for line in (out / "oracle_samples.jsonl").open(encoding="utf-8")]
+    differences = []
+    for sample in samples:
+        reply = [{"role": "assistant", "content": sample["reply"]}]
+        enc = encode_preference(tokenizer, sample["prompt"], reply, reply)
+        differences.append(
+            reply_log_prob(policy, enc["prompt_ids"], enc["chosen_ids"])
+            - reply_log_prob(reference, enc["prompt_ids"], enc["chosen_ids"])
+        )
+    assert len(differences) == 16
+    assert metrics["kl"] == pytest.approx(sum(differences) / len(differences), rel=1e-3, abs=1e-3)
+    assert metrics["kl"] != pytest.approx(0.0, abs=1e-3)
+
+
+def reply_log_prob(model, prompt_ids: list[int], reply_ids: list[int]) -> float:
+    """log p(reply | prompt): one unpadded sequence, each reply token scored by the logits one position before it."""
+    ids = torch.tensor([prompt_ids + reply_ids])
+    with torch.no_grad():
+        log_probs = model(input_ids=ids).logits[0].double().log_softmax(-1)
+    return sum(float(log_probs[len(prompt_ids) + j - 1, token]) for j, token in enumerate(reply_ids))
 
 
 def test_each_pair_gives_one_desirable_and_one_undesirable_row():
