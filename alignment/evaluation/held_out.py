@@ -24,7 +24,7 @@ def policy_loss(cfg: DictConfig, stage, model, tokenizer) -> dict[str, float]:
     if rows is None:
         log.warning("eval: data.* has no held-out conversations; no eval_loss")
         return {}
-    encode = {"max_length": cfg.data.max_length, "train_on": cfg.data.train_on}
+    encode = {"max_length": cfg.data.max_length, "train_on": str(cfg.data.train_on)}
     held_out = tokenize_sft(rows, tokenizer, **encode, source=data_source(cfg.data, "sft", "held-out"))[0]
     args = stage.trainer_args(
         SFTConfig, per_device_eval_batch_size=int(cfg.eval.batch_size), packing=bool(cfg.eval.packing)

@@ -74,7 +74,7 @@ def run(cfg: DictConfig) -> dict:
         kind="prompt",
         format=cfg.data.format,
         split=cfg.data.train_split,
-        on_error=cfg.data.on_error,
+        on_error=str(cfg.data.on_error),
     )
     if cfg.data.max_train_rows is not None:
         prompts = prompts.select(range(min(int(cfg.data.max_train_rows), len(prompts))))

@@ -32,7 +32,7 @@ def run(cfg: DictConfig) -> dict:
     adapter = adapters.prepare(model, cfg.peft, stage="sft")
 
     train_rows, eval_rows = load_train_eval(cfg.data, kind="sft", seed=cfg.seed)
-    encode = {"max_length": cfg.data.max_length, "train_on": cfg.data.train_on}
+    encode = {"max_length": cfg.data.max_length, "train_on": str(cfg.data.train_on)}
     train_ds, stats = tokenize_sft(train_rows, tokenizer, **encode, source=data_source(cfg.data, "sft", "train"))
     eval_ds = None
     if eval_rows is not None:
