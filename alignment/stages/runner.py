@@ -10,8 +10,8 @@ killed run never leaves output that looks finished.
 :class:`~alignment.errors.RunInterrupted` (see :mod:`alignment.interrupt`).
 
 Beside it: the stage dir itself, its config hash and whether it may resume (stages/stage_dir.py), its
-``checkpoint-<step>/`` dirs (stages/checkpoints.py), TRL arguments and tracking (stages/trainer_args.py; their checks
-in stages/trainer_checks.py), train.log and the trainer's live records (stages/live_run.py), the saved model
+``checkpoint-<step>/`` dirs (stages/checkpoints.py), TRL arguments and tracking (trainer/args.py; their checks
+in trainer/checks.py), train.log and the trainer's live records (stages/live_run.py), the saved model
 (stages/saved_model.py), per-task metrics (stages/task_metrics.py).
 """
 
@@ -40,12 +40,13 @@ from alignment.distributed import (
 from alignment.errors import RunInterrupted
 from alignment.paths import DATA_DIR
 from alignment.progress import interactive, quiet_library_bars
-from alignment.stages import trainer_args, trainer_checks
 from alignment.stages.checkpoints import CHECKPOINT_NAME
 from alignment.stages.live_run import TrainLog, attach_live_records, held_out_rows
 from alignment.stages.saved_model import save_model
 from alignment.stages.stage_dir import StageDir
 from alignment.stages.task_metrics import evaluate_by_task
+from alignment.trainer import args as trainer_args
+from alignment.trainer import checks as trainer_checks
 
 log = logging.getLogger("alignment")
 # Stages that expect a chat fine-tuned model to start from (an SFT model), not a base model.
