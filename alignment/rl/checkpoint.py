@@ -5,7 +5,8 @@ ones never change; ``optimizer.bin``; per process ``random_states_<rank>.pkl``, 
 generators; ``custom_checkpoint_0.pkl`` the learning-rate scheduler and ``custom_checkpoint_1.pkl`` the data-order
 generator), then ``ppo_state.json`` (step, prompt queue, KL coefficient, history), written after them so a checkpoint
 with a readable one is complete, as HF Trainer's ``trainer_state.json``; last the manifest ``checkpoint.json`` (each
-file and its size), against which a resume checks the checkpoint (``alignment.stages.checkpoints``).
+file and its size), against which a resume checks the checkpoint (``alignment.stages.checkpoints``). accelerate
+reads the two custom states with pickle (``weights_only=False``), as HF Trainer its RNG file: resume only your own runs.
 """
 
 from __future__ import annotations
