@@ -41,9 +41,8 @@ class _GeneratorState:
         self.generator.set_state(state["state"])
 
 
-def _trainable_names(trainer) -> set[str]:
-    """Names of the trainable parameters as the prepared model's state dict spells them (``module.`` under DDP)."""
-    return {name for name, p in trainer.model.named_parameters() if p.requires_grad}
+def _trainable_names(model: torch.nn.Module) -> set[str]:
+    return {name for name, p in model.named_parameters() if p.requires_grad}
 
 
 def _register(trainer) -> None:
@@ -53,10 +52,11 @@ def _register(trainer) -> None:
         return
     acc = trainer.accelerator
     acc.register_for_checkpointing(trainer.scheduler, _GeneratorState(trainer._order))
-    names = _trainable_names(trainer)
 
     def keep_trainable(models, weights, output_dir) -> None:
+        # The state dicts are of the models as accelerate keeps them (unwrapped: no DDP ``module.`` prefix).
         for i, state in enumerate(weights):  # empty under DeepSpeed, which saves its own engine files
+            names = _trainable_names(models[i])
             weights[i] = {k: v for k, v in state.items() if k in names}
 
     acc.register_save_state_pre_hook(keep_trainable)
@@ -120,7 +120,7 @@ def load_checkpoint(trainer, ckpt: Path | str) -> int:
         raise AlignmentError(f"{rng} is missing: this checkpoint cannot resume the run; re-run with resume=fresh")
     _register(trainer)
     with safe_open(str(ckpt / WEIGHTS_FILE), framework="pt") as saved:
-        if set(saved.keys()) != _trainable_names(trainer):
+        if set(saved.keys()) != _trainable_names(trainer.accelerator.unwrap_model(trainer.model)):
             raise AlignmentError(
                 f"{ckpt} holds other trainable parameters than this run's models; re-run with resume=fresh"
             )

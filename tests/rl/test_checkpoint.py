@@ -60,7 +60,7 @@ def test_a_lora_checkpoint_holds_the_adapters_and_every_state_file(tok, tmp_path
     ckpt = save_checkpoint(t, tmp_path, total_limit=2)
     assert ckpt == tmp_path / "checkpoint-1"
     assert {p.name for p in ckpt.iterdir()} == FILES
-    trainable = {n for n, p in t.model.named_parameters() if p.requires_grad}
+    trainable = {n for n, p in t.accelerator.unwrap_model(t.model).named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n or ".score." in n for n in trainable)
     with safe_open(str(ckpt / "model.safetensors"), framework="pt") as saved:
         assert set(saved.keys()) == trainable  # frozen base weights never change: not saved
