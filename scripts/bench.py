@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -31,6 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 WORKER = ROOT / "scripts" / "bench_worker.py"
+# BENCHMARKS.md's like-for-like PPO settings (trl 1.9 accumulates over minibatches: one minibatch per rollout).
+PPO_ARGS = "--steps 20 --rollout-batch-size 32 --mini-batch-size 32 --ppo-epochs 2 --threads 1"
 DEFAULT_STEPS = {"sft": 20, "dpo": 4, "rm": 6, "grpo": 4, "startup": 2}
 # make_bench_model.build arguments: (layers, hidden, intermediate, heads, kv_heads)
 MODELS = {"50m": (12, 640, 1536, 10, 2), "gpu": (24, 896, 4864, 14, 2)}
@@ -72,7 +75,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sft", help="ppo: the SFT model dir")
     p.add_argument("--rm", help="ppo: the reward model dir")
     p.add_argument("--trl19-python", default="/tmp/venv19/bin/python", help="ppo: python of the trl 1.9.0 venv")
-    p.add_argument("--ppo-args", nargs="*", default=[], help="ppo: extra bench_ppo.py arguments for both sides")
+    p.add_argument(
+        "--ppo-args",
+        default=PPO_ARGS,
+        help=f"ppo: bench_ppo.py arguments for both sides, one quoted string (default: '{PPO_ARGS}')",
+    )
     return p.parse_args(argv)
 
 
@@ -249,7 +256,7 @@ def bench_ppo(a: argparse.Namespace, scratch: Path) -> None:
     if not Path(a.trl19_python).exists():
         raise SystemExit(f"--trl19-python {a.trl19_python} does not exist; BENCHMARKS.md shows how to make the venv")
     script = str(ROOT / "scripts" / "bench_ppo.py")
-    common = ["--sft", a.sft, "--rm", a.rm, "--out", str(scratch / "ppo"), *a.ppo_args]
+    common = ["--sft", a.sft, "--rm", a.rm, "--out", str(scratch / "ppo"), *shlex.split(a.ppo_args)]
     sides = {"ours": [sys.executable, script, "--impl", "ours"], "trl": [a.trl19_python, script, "--impl", "trl19"]}
     results: dict[str, list[dict]] = {"ours": [], "trl": []}
     for i in range(a.repeats + 1):
