@@ -287,6 +287,13 @@ class OracleEvalConfig:
     max_new_tokens: int = 64
     batch_size: int = 64
     seed: int = 0
+    cache: bool = field(
+        default=True,
+        metadata={
+            "help": "Reuse an earlier evaluation's scores and samples when the weights, tokenizer, prompts and "
+            "settings are identical ($ALIGNMENT_CACHE/oracle or ~/.cache/alignment/oracle); false = always sample."
+        },
+    )
 
 
 @dataclass
