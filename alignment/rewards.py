@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ from alignment.data.reward_input import encode_reward_input, sampled_reward_inpu
 from alignment.errors import AlignmentError
 from alignment.models import locate_model
 from alignment.oracle import score_batch
+from alignment.user_code import load_function
 
 log = logging.getLogger(__name__)
 SOURCE_TYPES = ("model", "oracle", "function")
@@ -136,52 +136,14 @@ def oracle_reward(prompts: list | None, responses: list[str], oracle: list) -> l
 
 
 def function_reward(target: str, key: str) -> Scorer:
-    """Load ``'package.module:function'`` (through ``hydra.utils.get_method``) or ``'path/to/file.py:function'`` and
-    wrap it as a scorer; each error names the config ``key`` that holds ``target``."""
-    module_name, _, attr = target.rpartition(":")
-    dotted = f"{module_name}.{attr}"
-    # A .py path is loaded from its file, which get_method cannot do; a dotted path must have no empty part.
-    if not module_name or not attr or (not module_name.endswith(".py") and not all(dotted.split("."))):
-        raise AlignmentError(f"{key}={target!r}: a reward function must look like 'package.module:function'")
-    try:
-        fn = _function_in_file(module_name, attr) if module_name.endswith(".py") else _get_method(dotted)
-    except (ImportError, AttributeError) as err:
-        raise AlignmentError(
-            f"{key}={target!r}: cannot import reward function: {err}; check the module is importable (on PYTHONPATH "
-            "or a .py path) and defines that function"
-        ) from err
-    if not callable(fn):
-        raise AlignmentError(f"{key}={target!r}: reward function {attr!r} is not callable")
+    """Load ``'package.module:function'`` or ``'path/to/file.py:function'`` (:func:`alignment.user_code.load_function`)
+    and wrap it as a scorer; each error names the config ``key`` that holds ``target``."""
+    fn = load_function(target, key, example="my_rewards:length")
 
     def scorer(prompts: list | None, responses: list[str], oracle: list) -> list[float]:
         return list(fn(prompts=prompts, responses=responses, oracle=oracle))
 
     return scorer
-
-
-def _get_method(dotted: str) -> Callable | None:
-    """``hydra.utils.get_method``, None for an object that is not callable, and without the ERROR line hydra logs on
-    a failure (the caller raises a clearer error)."""
-    from hydra.utils import get_method
-
-    hydra_log = logging.getLogger("hydra.utils")
-    disabled, hydra_log.disabled = hydra_log.disabled, True
-    try:
-        return get_method(dotted)
-    except ValueError:  # found, not callable (the path itself was checked by the caller)
-        return None
-    finally:
-        hydra_log.disabled = disabled
-
-
-def _function_in_file(path: str, attr: str):
-    """The attribute ``attr`` of the Python file ``path``, run as a module of its own (not added to sys.modules)."""
-    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
-    if spec is None or spec.loader is None or not Path(path).is_file():
-        raise ImportError(f"no file {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return getattr(module, attr)
 
 
 class ModelReward:

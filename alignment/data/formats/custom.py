@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 from alignment.data.formats.fields import RowError, RowFiltered
 from alignment.errors import AlignmentError
+from alignment.user_code import load_function
 
 Converter = Callable[[dict], "dict | None"]
 
@@ -49,30 +47,7 @@ def rename_columns(row: dict, columns: dict[str, str]) -> dict:
 
 def load_converter(spec: str) -> Converter:
     """Import ``module:function`` or ``path/to/file.py:function``; every failure names data.converter."""
-    where, sep, name = str(spec).rpartition(":")
-    if not sep or not where or not name:
-        raise AlignmentError(
-            f"data.converter={spec!r} must be module:function or path/to/file.py:function, "
-            "e.g. data.converter=my_rows:to_messages"
-        )
-    try:
-        if where.endswith(".py") or "/" in where:
-            path = Path(where).expanduser()
-            if not path.is_file():
-                raise AlignmentError(f"data.converter={spec!r}: no file {path} (resolved to {path.absolute()})")
-            module_spec = importlib.util.spec_from_file_location(f"alignment_converter_{path.stem}", path)
-            module = importlib.util.module_from_spec(module_spec)
-            module_spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(where)
-    except AlignmentError:
-        raise
-    except Exception as e:  # a missing module, or the user's module failing at import
-        raise AlignmentError(f"data.converter={spec!r}: cannot import '{where}' ({type(e).__name__}: {e})") from e
-    function = getattr(module, name, None)
-    if not callable(function):
-        raise AlignmentError(f"data.converter={spec!r}: '{where}' has no function '{name}'")
-    return function
+    return load_function(spec, "data.converter", example="my_rows:to_messages")
 
 
 def apply_converter(function: Converter, spec: str, row: dict) -> dict:
