@@ -21,3 +21,9 @@ def _shipped(installed: str, repository: str) -> Path:
 
 DATA_DIR = Path(os.environ.get("ALIGNMENT_DATA_DIR") or _shipped("embedded", "data"))
 CONF_DIR = _shipped("conf", "conf")
+
+
+def cache_root() -> Path:
+    """Where the project caches what it rebuilds on a miss (tiny model, trainer schemas, oracle evaluations):
+    ``$ALIGNMENT_CACHE``, else ``~/.cache/alignment``."""
+    return Path(os.environ.get("ALIGNMENT_CACHE") or Path.home() / ".cache" / "alignment")

@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from alignment.paths import DATA_DIR
+from alignment.paths import DATA_DIR, cache_root
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +60,6 @@ SHIPPED_DIR = DATA_DIR / "tiny-base"
 # The files the tokenizer is trained on (both) and the base model is pretrained on (the first). The other embedded
 # files are made from the same templates, so changing them (more preference pairs, say) needs no new base model.
 CORPUS_FILES = ("pretrain/train.jsonl", "sft/train.jsonl")
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("ALIGNMENT_CACHE", Path.home() / ".cache" / "alignment"))
 
 
 def _corpus_file(rel: str) -> Path:

@@ -19,6 +19,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from alignment.paths import cache_root
+
 _SIMPLE = (bool, int, float, str)
 
 
@@ -93,7 +95,7 @@ def _schema_cache_file() -> Path:
     """Where the trainer schemas of the installed TRL and transformers are cached (they take seconds to import)."""
     from importlib.metadata import version
 
-    root = Path(os.environ.get("ALIGNMENT_CACHE") or Path.home() / ".cache" / "alignment")
+    root = cache_root()
     # This file's mapping and the cached row layout (_CACHE_FORMAT: 2 = with help text) name the cache.
     tag = hashlib.sha256(repr((sorted(_MANAGED), sorted(_TYPES), _CACHE_FORMAT)).encode()).hexdigest()[:8]
     return root / f"trainer-schemas-trl{version('trl')}-transformers{version('transformers')}-{tag}.json"
