@@ -3,7 +3,7 @@ up to the point where a model would load ends in a clean one-line ``AlignmentErr
 
 The path: ``check_command_line`` (compose and map Hydra's errors), the composed config, ``check_config`` and the
 stage's settings built in full (``check_trainer_config``: TRL's config classes and their ``__post_init__``). Keys are
-the fields of the config dataclasses (``alignment/config.py``) and of each stage's ``trainer.*`` schema; values are
+the fields of the config dataclasses (``alignment/config/``) and of each stage's ``trainer.*`` schema; values are
 ints, floats, negative and zero values, strings, lists, null and wrong types. Deterministic (``derandomize``), so a
 failure here is a failure in CI too: fix the check it found, not this test.
 """
