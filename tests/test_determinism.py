@@ -19,6 +19,7 @@ ARGS = [
     "oracle_eval.num_prompts=2",
     "oracle_eval.samples_per_prompt=2",
     "oracle_eval.max_new_tokens=8",
+    "oracle_eval.cache=false",  # sample both runs' evaluations: the second must not just read the first's back
     "trainer.max_steps=6",
     "trainer.per_device_train_batch_size=2",
     "trainer.logging_steps=1",

@@ -2,7 +2,8 @@
 
 * ``rules.py``: what a good reply to each task does, and the scoring of one reply (pure Python, cached);
 * ``evaluate.py``: sample the policy's replies to the held-out prompts and score them (``oracle_reward`` in
-  ``metrics.json``, set by ``oracle_eval.*``).
+  ``metrics.json``, set by ``oracle_eval.*``);
+* ``cache.py``: identical evaluations (same weights, tokenizer, prompts and settings) read back instead of sampled.
 
 The reward source ``{type: oracle}`` (:func:`alignment.rewards.oracle_reward`) scores RL rollouts with ``rules``.
 """

@@ -2,7 +2,8 @@
 
 Decoding is fixed by ``oracle_eval.*`` (sampling at temperature 1.0 with a fixed seed and several samples per prompt
 by default, so the number reflects the policy's distribution; ``oracle_eval.greedy=true`` for the argmax reply).
-On a user's own data, which has no oracle, the measure is skipped.
+On a user's own data, which has no oracle, the measure is skipped. An evaluation identical to an earlier one (same
+weights, tokenizer, prompts and settings) is read back from the cache (alignment/oracle/cache.py, ``oracle_eval.cache``).
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from alignment.generation import sample_replies
+from alignment.oracle import cache
 from alignment.oracle.rules import parse, score_batch
 from alignment.paths import DATA_DIR
 from alignment.progress import progress
@@ -53,16 +56,40 @@ def generate_replies(model, tokenizer, prompts: list[list[dict]], oe: DictConfig
     ).texts
 
 
-def oracle_scores(model, tokenizer, cfg: DictConfig, samples_path: Path | None = None) -> dict[str, float]:
-    """``oracle_reward`` (mean oracle score in [0, 1] over the held-out prompts' replies) and, when the prompts span
-    several task families, ``oracle_reward/<task>`` for each; empty when the data has no oracle."""
+@dataclass
+class OracleEvaluation:
+    """An evaluation's scores, and whether they were read from the cache (alignment/oracle/cache.py)."""
+
+    scores: dict[str, float] = field(default_factory=dict)
+    from_cache: bool = False
+
+
+def evaluate_oracle(model, tokenizer, cfg: DictConfig, samples_path: Path | None = None) -> OracleEvaluation:
+    """Sample and score the held-out prompts' replies (see :func:`oracle_scores`), or, with ``oracle_eval.cache``,
+    read back an identical earlier evaluation's scores and samples file."""
     oe = cfg.oracle_eval
     if not oe.enabled:
-        return {}
+        return OracleEvaluation()
     rows = _prompt_rows(cfg)
     if rows is None or len(rows) == 0:
-        return {}
-    replies = generate_replies(model, tokenizer, rows["prompt"], oe, cfg.data.max_length)
+        return OracleEvaluation()
+    key = cache.key_for(model, tokenizer, cfg, rows)
+    if key is not None and (hit := cache.load(key)) is not None:
+        scores, samples = hit
+        if samples_path is not None:
+            samples_path.write_text(samples, encoding="utf-8")
+        return OracleEvaluation(scores, from_cache=True)
+    scores, samples = _sample_and_score(model, tokenizer, cfg, rows)
+    if samples_path is not None:
+        samples_path.write_text(samples, encoding="utf-8")
+    if key is not None:
+        cache.store(key, scores, samples)
+    return OracleEvaluation(scores)
+
+
+def _sample_and_score(model, tokenizer, cfg: DictConfig, rows) -> tuple[dict[str, float], str]:
+    """The scores and the samples file's text (one JSON line per reply: prompt, task, reply, score)."""
+    replies = generate_replies(model, tokenizer, rows["prompt"], cfg.oracle_eval, cfg.data.max_length)
     n = len(replies) // len(rows)
     oracles = [o for o in rows["oracle"] for _ in range(n)]
     from alignment.distributed import is_main_process
@@ -72,17 +99,21 @@ def oracle_scores(model, tokenizer, cfg: DictConfig, samples_path: Path | None =
     for start in progress(chunks, len(chunks), "oracle eval: scoring", disable=not is_main_process()):
         scores += score_batch(oracles[start : start + _SCORE_CHUNK], replies[start : start + _SCORE_CHUNK])
     tasks = [spec["task"] if (spec := parse(o)) else None for o in oracles]  # parsed (and cached) by scoring
-    if samples_path is not None:
-        prompts = [p for p in rows["prompt"] for _ in range(n)]
-        lines = [
-            json.dumps({"prompt": p, "task": t, "reply": r, "score": s}, ensure_ascii=False) + "\n"
-            for p, t, r, s in zip(prompts, tasks, replies, scores, strict=True)
-        ]
-        samples_path.write_text("".join(lines), encoding="utf-8")
+    prompts = [p for p in rows["prompt"] for _ in range(n)]
+    samples = "".join(
+        json.dumps({"prompt": p, "task": t, "reply": r, "score": s}, ensure_ascii=False) + "\n"
+        for p, t, r, s in zip(prompts, tasks, replies, scores, strict=True)
+    )
     out = summarize(tasks, scores)
     if out:
         out["oracle_samples"] = sum(s is not None for s in scores)  # the n behind oracle_reward
-    return out
+    return out, samples
+
+
+def oracle_scores(model, tokenizer, cfg: DictConfig, samples_path: Path | None = None) -> dict[str, float]:
+    """``oracle_reward`` (mean oracle score in [0, 1] over the held-out prompts' replies) and, when the prompts span
+    several task families, ``oracle_reward/<task>`` for each; empty when the data has no oracle."""
+    return evaluate_oracle(model, tokenizer, cfg, samples_path).scores
 
 
 def summarize(tasks: list[str | None], scores: list[float | None]) -> dict[str, float]:

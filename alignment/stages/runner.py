@@ -136,21 +136,25 @@ class StageRun:
         the scored samples beside it."""
         if suffix == "_before" and not self.cfg.get("evaluate_before", True):
             return
-        from alignment.oracle.evaluate import oracle_scores
+        from alignment.oracle.evaluate import evaluate_oracle
 
         # Every rank generates (ZeRO-3 needs them all for each forward); rank 0 keeps the samples.
         samples = self.dir / f"oracle_samples{suffix}.jsonl" if is_main_process() else None
         # A model loaded ZeRO-3-partitioned has no DeepSpeed engine to gather its layers (module ``ds_id``) until
         # training starts: gather it whole on each rank for this evaluation.
         with gathered_params(model) if not hasattr(model, "ds_id") else contextlib.nullcontext():
-            scores = oracle_scores(model, tokenizer, self.cfg, samples_path=samples)
+            evaluation = evaluate_oracle(model, tokenizer, self.cfg, samples_path=samples)
+        scores = evaluation.scores
         if "oracle_reward" in scores:
             log.info(
-                "[oracle] %s: oracle_reward%s %.4g (n=%d)",
+                "[oracle] %s: oracle_reward%s %.4g (n=%d)%s",
                 self.name,
                 suffix,
                 scores["oracle_reward"],
                 scores.get("oracle_samples", 0),
+                ", from the cache: same weights, prompts and settings as an earlier evaluation"
+                if evaluation.from_cache
+                else "",
             )
         self.metrics |= {f"{key}{suffix}": value for key, value in scores.items()}
 

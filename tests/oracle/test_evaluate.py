@@ -55,7 +55,8 @@ def _replies(path) -> list[str]:
 @pytest.mark.parametrize("greedy", [False, True])
 def test_a_checkpoints_generation_defaults_do_not_change_oracle_reward(plain_and_opinionated, tmp_path, greedy):
     tokenizer, plain, opinionated = plain_and_opinionated
-    cfg = _cfg(f"oracle_eval.greedy={str(greedy).lower()}")
+    # Same weights, tokenizer and settings: without cache=false the second would be read back, not sampled.
+    cfg = _cfg(f"oracle_eval.greedy={str(greedy).lower()}", "oracle_eval.cache=false")
     a = oracle_scores(plain, tokenizer, cfg, samples_path=tmp_path / "plain.jsonl")
     b = oracle_scores(opinionated, tokenizer, cfg, samples_path=tmp_path / "opinionated.jsonl")
     assert a["oracle_reward"] > 0  # the base model solves some prompts: equal scores are not two zeros
