@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import math
 import os
 import re
@@ -277,6 +278,13 @@ def _check_trainer_rules(values: dict[str, Any], stage: str, peft_method: str) -
                 "trainer.sync_ref_model=true and trainer.precompute_ref_log_probs=true exclude each other: a synced "
                 "reference changes, precomputed log-probs assume it does not; turn one off"
             )
+    if stage in ("grpo", "rloo") and values.get("use_vllm") and importlib.util.find_spec("vllm") is None:
+        # TRL finds out only after the policy has loaded, and raises a bare ImportError.
+        raise AlignmentError(
+            f"trainer.use_vllm=true: stage={stage} samples with vLLM, which is not installed; `pip install vllm` "
+            "(it needs a CUDA GPU; docs/stages.md, grpo), or leave trainer.use_vllm=false to sample with "
+            "transformers' generate"
+        )
     weights = values.get("reward_weights")
     if stage in ("grpo", "rloo") and weights is not None and (not isinstance(weights, list) or len(weights) != 1):
         raise AlignmentError(
