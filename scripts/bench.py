@@ -261,7 +261,10 @@ def bench_ppo(a: argparse.Namespace, scratch: Path) -> None:
     results: dict[str, list[dict]] = {"ours": [], "trl": []}
     for i in range(a.repeats + 1):
         for side, command in sides.items():
-            line = subprocess.run([*command, *common], check=True, capture_output=True, text=True).stdout
+            done = subprocess.run([*command, *common], capture_output=True, text=True)
+            if done.returncode:
+                raise SystemExit(f"[bench] ppo {side} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+            line = done.stdout
             if i:
                 results[side].append(json.loads(line.strip().splitlines()[-1]))
     for side, rows in results.items():
