@@ -155,3 +155,14 @@ def test_a_corrupt_cache_file_is_a_miss(tiny, prompts_dir, tmp_path, own_cache, 
     assert warning.endswith("; evaluating without it")
     # The sampled evaluation replaced the damaged entry: the next one is a hit.
     assert evaluate_oracle(model, tokenizer, cfg).from_cache and sampler_calls == [4, 4]
+
+
+def test_several_ranks_always_sample(tiny, prompts_dir, own_cache, sampler_calls, monkeypatch):
+    """Under DDP or ZeRO-3 every rank samples (ZeRO-3 needs them all for each forward): no rank reads the cache."""
+    tokenizer, model = tiny
+    cfg = _cfg(prompts_dir)
+    evaluate_oracle(model, tokenizer, cfg)
+    assert len(list(own_cache.glob("*.json"))) == 1
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert evaluate_oracle(model, tokenizer, cfg).from_cache is False
+    assert sampler_calls == [4, 4]
