@@ -21,6 +21,18 @@ FAST = [
 ]
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``): tiny models run
+    several times faster so than with threads fighting over shared cores. The previous count comes back after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def alignment_cache(tmp_path_factory) -> str:
     """Build the tiny model once per session, in a temp cache unless ALIGNMENT_CACHE is set."""

@@ -8,6 +8,7 @@ runs in seconds; the byte-level BPE vocabulary covers any text (English and Chin
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,44 @@ LAYERS = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "n
 LAYERS |= {"num_key_value_heads": 2}
 SIZE = LAYERS | {"max_position_embeddings": 1024, "initializer_range": 0.1}
 VOCAB = 1024
+
+# The random-init tiny Qwen2 of the generation, PPO and reward tests: LAYERS-sized with the usual init (std 0.02) and
+# 128 positions, on a ChatML tokenizer whose BPE learnt a few phrases (each repeated 20 times).
+TINY_TEXTS = ("hello world", "the cat sat on the mat", "你好世界")
+PPO_TEXTS = (*TINY_TEXTS, "a b c d", "x y z")
+
+
+def tiny_tokenizer(texts: Sequence[str] = TINY_TEXTS, vocab_size: int = 300):
+    """The shipped tiny model's kind of tokenizer (ChatML, pad ``<|endoftext|>``) with a BPE trained on ``texts``."""
+    from alignment.tiny_model import build_tokenizer
+
+    return build_tokenizer(list(texts) * 20, vocab_size=vocab_size)
+
+
+def tiny_qwen2_config(tokenizer=None, **overrides):
+    """A LAYERS-sized ``Qwen2Config`` with 128 positions; sized to ``tokenizer`` (its pad and eos too) when given."""
+    from transformers import Qwen2Config
+
+    values = {"max_position_embeddings": 128}
+    if tokenizer is not None:
+        values |= {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id}
+        values |= {"eos_token_id": tokenizer.eos_token_id}
+    return Qwen2Config(**LAYERS, **(values | overrides))
+
+
+def tiny_qwen2(tokenizer=None, seed: int | None = 0, score: bool = False, **overrides):
+    """A random-init tiny Qwen2 causal LM, or with ``score`` a one-label sequence classifier (a reward or value
+    model). Its weights are drawn right after ``torch.manual_seed(seed)``; ``seed=None`` draws on from the current
+    state (a second model after the first). ``overrides`` replace :func:`tiny_qwen2_config` values."""
+    import torch
+    from transformers import Qwen2ForCausalLM, Qwen2ForSequenceClassification
+
+    if score:
+        overrides = {"num_labels": 1} | overrides
+    config = tiny_qwen2_config(tokenizer, **overrides)
+    if seed is not None:
+        torch.manual_seed(seed)
+    return (Qwen2ForSequenceClassification if score else Qwen2ForCausalLM)(config)
 
 
 @dataclass(frozen=True)

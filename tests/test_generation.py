@@ -4,44 +4,25 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+from transformers import GenerationConfig
 
 from alignment import generation
 from alignment.errors import AlignmentError
 from alignment.rl import rollout
-from alignment.tiny_model import build_tokenizer
+from tests.families import tiny_qwen2, tiny_tokenizer
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run several times faster on one thread than with threads fighting over shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    tok = build_tokenizer(["hello world", "the cat sat on the mat", "你好世界"] * 20, vocab_size=300)
-    config = Qwen2Config(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        pad_token_id=tok.pad_token_id,
-        eos_token_id=tok.eos_token_id,
-    )
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(config).eval()
+    tok = tiny_tokenizer()
+    model = tiny_qwen2(tok).eval()
     prompts = [
         tok.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True, return_dict=False)
         for t in ("hi", "the cat sat on the mat please", "你好")
     ]
-    return tok, model, config, prompts
+    return tok, model, model.config, prompts
 
 
 def test_left_pad():

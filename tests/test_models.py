@@ -19,12 +19,7 @@ from tests.families import LAYERS
 MODEL_CFG = OmegaConf.create({"name": "test", "path": None, "dtype": "float32"})
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def saved(tok, path, model: bool = True):

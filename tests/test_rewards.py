@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoTokenizer, Qwen2Config, Qwen2ForSequenceClassification
+from transformers import AutoTokenizer
 
 from alignment.data.encode import turn_end_token_ids
 from alignment.data.reward_input import encode_reward_input
 from alignment.errors import AlignmentError
 from alignment.rewards import build_reward_fn
-from alignment.tiny_model import build_tokenizer
+from tests.families import tiny_qwen2, tiny_tokenizer
 
 ARITH = '{"task": "arithmetic", "answer": 14}'
 MODULE = """
@@ -24,13 +24,7 @@ NOT_CALLABLE = 3
 """
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run several times faster on one thread than with threads fighting over shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
@@ -120,19 +114,9 @@ def test_source_returning_the_wrong_number_of_scores_is_an_error(user_module):
 
 @pytest.fixture(scope="module")
 def reward_model_dir(tmp_path_factory):
-    tok = build_tokenizer(["hello world", "the answer is 14", "你好世界，答案是十四"] * 20, vocab_size=300)
-    config = Qwen2Config(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        num_labels=1,
-        pad_token_id=tok.pad_token_id,
-    )
-    torch.manual_seed(0)
-    model = Qwen2ForSequenceClassification(config)
+    tok = tiny_tokenizer(["hello world", "the answer is 14", "你好世界，答案是十四"])
+    # Qwen2's own defaults for positions and eos (the shared tiny config sets 128 and the tokenizer's eos)
+    model = tiny_qwen2(tok, score=True, max_position_embeddings=32768, eos_token_id=None)
     path = tmp_path_factory.mktemp("rm")
     model.save_pretrained(path)
     tok.save_pretrained(path)
@@ -265,7 +249,7 @@ def test_model_source_scores_the_policys_sampled_tokens_and_adds_no_end_of_turn(
 
 def test_model_source_with_another_tokenizer_renders_the_text(reward_model_dir, monkeypatch):
     path, _, _ = reward_model_dir
-    other = build_tokenizer(["quite another corpus", "其他的文字"] * 20, vocab_size=280)
+    other = tiny_tokenizer(["quite another corpus", "其他的文字"], vocab_size=280)
     reward_fn = build_reward_fn([{"type": "model", "path": str(path)}], tokenizer=other, device="cpu")
     scorer = reward_fn.sources[0][2]
     assert not scorer.reads_policy_tokens

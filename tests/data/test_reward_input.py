@@ -41,12 +41,7 @@ CHOSEN = ["The answer is 14 🙂", "世界很大。谢谢！", "hello world"]
 REJECTED = ["I think the model is the question.", "不知道", "hello hello hello hello world assistant"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def llama3_tokenizer(extra_specials: tuple[str, ...] = ()) -> PreTrainedTokenizerFast:

@@ -12,7 +12,7 @@ from alignment.errors import AlignmentError
 from alignment.rl.checkpoint import load_checkpoint, save_checkpoint
 from alignment.rl.ppo import PPOTrainer
 from alignment.stages.checkpoints import MANIFEST, checkpoint_problem
-from alignment.tiny_model import build_tokenizer
+from tests.families import PPO_TEXTS, tiny_tokenizer
 from tests.rl.test_ppo import dataset, models, settings, share_of_a
 
 FILES = {
@@ -28,15 +28,10 @@ FILES = {
 
 @pytest.fixture(scope="module")
 def tok():
-    return build_tokenizer(["hello world", "the cat sat on the mat", "你好世界", "a b c d", "x y z"] * 20, 300)
+    return tiny_tokenizer(PPO_TEXTS)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def trainer(tok, lora: bool = False, **overrides) -> PPOTrainer:

@@ -7,19 +7,12 @@ import random
 
 import pytest
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen2ForSequenceClassification
 
 from alignment.rl import padding
 from alignment.rl.rollout import response_logprobs, response_values
+from tests.families import tiny_qwen2
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run several times faster on one thread than with threads fighting over shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cost(groups, prompts, responses, overhead) -> float:
@@ -91,25 +84,16 @@ def rows():
     return ids, attention, width, mask
 
 
-def tiny_config(**extra) -> Qwen2Config:
-    return Qwen2Config(
-        vocab_size=200,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        pad_token_id=0,
-        **extra,
-    )
+def policy_and_value():
+    """A tiny random policy and value model over the 200 ids of :func:`rows` (pad 0), drawn from seed 0."""
+    policy = tiny_qwen2(vocab_size=200, pad_token_id=0).eval()
+    return policy, tiny_qwen2(seed=None, score=True, vocab_size=200, pad_token_id=0)
 
 
 @pytest.mark.parametrize("max_size", [None, 2])
 def test_grouped_scoring_forwards_equal_the_dense_ones(max_size, monkeypatch):
     monkeypatch.setattr(padding, "FORWARD_OVERHEAD_TOKENS", 0)  # free forwards: as many groups as pay
-    torch.manual_seed(0)
-    policy, value = Qwen2ForCausalLM(tiny_config()).eval(), Qwen2ForSequenceClassification(tiny_config(num_labels=1))
+    policy, value = policy_and_value()
     ids, attention, width, mask = rows()
     shapes = []
 

@@ -8,13 +8,12 @@ import math
 import pytest
 import torch
 from datasets import Dataset
-from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen2ForSequenceClassification
 
 from alignment.errors import AlignmentError
 from alignment.rewards import RewardFunction
 from alignment.rl.ppo import PPOSettings, PPOTrainer, settings_from_dict
 from alignment.rl.rollout import response_logprobs
-from alignment.tiny_model import build_tokenizer
+from tests.families import PPO_TEXTS, tiny_qwen2, tiny_tokenizer
 
 STATS = (
     "score non_score_reward kl entropy policy_clipfrac value_clipfrac value_loss policy_loss approx_kl "
@@ -22,39 +21,18 @@ STATS = (
 ).split()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run several times faster on one thread than with threads fighting over shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def tok():
-    return build_tokenizer(["hello world", "the cat sat on the mat", "你好世界", "a b c d", "x y z"] * 20, 300)
-
-
-def config(tok, **extra) -> Qwen2Config:
-    return Qwen2Config(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        pad_token_id=tok.pad_token_id,
-        eos_token_id=tok.eos_token_id,
-        **extra,
-    )
+    return tiny_tokenizer(PPO_TEXTS)
 
 
 def models(tok, seed: int = 0):
-    torch.manual_seed(seed)
-    policy = Qwen2ForCausalLM(config(tok))
-    value = Qwen2ForSequenceClassification(config(tok, num_labels=1))
+    """Policy, its copy as the reference, and a value model, drawn one after the other from ``seed``."""
+    policy = tiny_qwen2(tok, seed)
+    value = tiny_qwen2(tok, seed=None, score=True)
     return policy, copy.deepcopy(policy), value
 
 
@@ -114,8 +92,7 @@ def test_ppo_raises_the_reward_and_logs_every_stat(tok):
 
 def test_rewards_are_score_at_last_token_minus_kl_and_missing_eos_penalty(tok):
     policy, _, value = models(tok)
-    torch.manual_seed(7)
-    ref = Qwen2ForCausalLM(config(tok))  # a different reference, so the KL term is not zero
+    ref = tiny_qwen2(tok, seed=7)  # a different reference, so the KL term is not zero
     s = settings(kl_coef=0.1, gamma=1.0, lam=1.0, whiten_advantages=False, missing_eos_penalty=0.5)
     stop = list(range(3, len(tok), 3))  # a third of the vocabulary stops: a mix of finished and truncated rows
     trainer = PPOTrainer(policy, ref, value, tok, lambda p, r, o: [2.0] * len(r), dataset(tok), s, stop)
@@ -205,7 +182,7 @@ def test_errors_a_user_can_fix(tok):
     with pytest.raises(AlignmentError, match="peft"):
         PPOTrainer(policy, None, value, tok, share_of_a, data, settings(), stop)
     with pytest.raises(AlignmentError, match="score head"):
-        PPOTrainer(policy, ref, Qwen2ForCausalLM(config(tok)), tok, share_of_a, data, settings(), stop)
+        PPOTrainer(policy, ref, tiny_qwen2(tok, seed=None), tok, share_of_a, data, settings(), stop)
     with pytest.raises(AlignmentError, match="prompt_ids"):
         PPOTrainer(policy, ref, value, tok, share_of_a, data.remove_columns("prompt_ids"), settings(), stop)
     with pytest.raises(AlignmentError, match="gradient_accumulation_steps"):

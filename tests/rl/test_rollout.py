@@ -12,7 +12,8 @@ from alignment.rl import rollout
 from tests import test_generation
 
 # The tiny policy and prompts of the sampling tests, and their one-thread setting.
-one_thread, tiny = test_generation.one_thread, test_generation.tiny
+tiny = test_generation.tiny
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_token_scores_match_the_models_own_pooled_score(tiny):
