@@ -17,7 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from alignment.paths import CONF_DIR
-from alignment.trainer.schema import FieldSpec, trainer_specs
+from alignment.trainer.schema import FieldSpec, field_default, field_help, trainer_specs
 
 # Keys the run sets from elsewhere in the config (trainer/schema.py leaves them out of every trainer schema).
 RUN_MANAGED = (
@@ -38,14 +38,8 @@ def own_settings() -> dict[str, type]:
 def _dataclass_specs(cls: type) -> list[FieldSpec]:
     specs = []
     for f in dataclasses.fields(cls):
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        else:
-            default = None
         type_name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-        specs.append((f.name, type_name, default, " ".join(str(f.metadata.get("help", "")).split())))
+        specs.append((f.name, type_name, field_default(f), field_help(f)))
     return specs
 
 

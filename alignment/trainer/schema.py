@@ -48,6 +48,20 @@ _MANAGED = {"output_dir", "report_to", "run_name", "seed", "max_length", "push_t
 FieldSpec = tuple[str, str, Any, str]
 
 
+def field_default(f: dataclasses.Field) -> Any:
+    """A dataclass field's default: its value, what its factory makes, or None when it has neither."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def field_help(f: dataclasses.Field) -> str:
+    """A dataclass field's ``help`` metadata on one line (empty when it has none)."""
+    return " ".join(str(f.metadata.get("help", "")).split())
+
+
 def trainer_fields(config_cls: type) -> list[FieldSpec]:
     """Every simple field of a TRL config class as (name, type name, default, help): TRL's names, defaults and
     help text."""
@@ -55,17 +69,12 @@ def trainer_fields(config_cls: type) -> list[FieldSpec]:
     for f in dataclasses.fields(config_cls):
         if not f.init or f.name.startswith("_") or f.name in _MANAGED:
             continue
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        else:
-            default = None
+        default = field_default(f)
         tp = _field_type(f.type)
         if hasattr(default, "value") and not isinstance(default, _SIMPLE):  # enums -> their string value
             default = default.value
         type_name = "any" if tp is Any or isinstance(default, list | dict) else _TYPE_NAMES[tp]
-        specs.append((f.name, type_name, default, " ".join(str(f.metadata.get("help", "")).split())))
+        specs.append((f.name, type_name, default, field_help(f)))
     return specs
 
 
