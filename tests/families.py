@@ -4,6 +4,9 @@ Each stand-in has its family's architecture class and its tokenizer conventions 
 whether the tokenizer itself prepends bos) and its real chat template, read from the installed TRL's copies or the
 verbatim ones in ``tests/data/templates.py``. The weights are random and tiny (hidden 32, 2 layers), so every stage
 runs in seconds; the byte-level BPE vocabulary covers any text (English and Chinese alike).
+
+Also the in-memory tiny Qwen2 (``tiny_tokenizer``, ``tiny_qwen2``) that the generation, PPO and reward tests
+build rather than load.
 """
 
 from __future__ import annotations
