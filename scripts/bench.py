@@ -165,9 +165,13 @@ def run_side(spec: dict, scratch: Path, name: str) -> dict:
 
 
 def flat(result: dict) -> dict:
+    """A run's numbers in one dict; the trainer's own evaluation (DPO: not the shared measure) as ``trainer_*``."""
+    held = dict(result["held_out"])
+    own = {f"trainer_{k}": v for k, v in held.pop("trainer_eval", {}).items()}
     return (
         result["rates"]
-        | result["held_out"]
+        | held
+        | own
         | {k: result[k] for k in ("peak_memory_mb", "seconds_to_first_step") if k in result}
     )
 
@@ -200,6 +204,12 @@ def table(stage: str, runs: dict[str, list[dict]], params: int, gpu_peak: float 
         for o, t in zip(runs["ours"], runs["trl"], strict=True)
     ]
     x, y = med["ours"]["loss_tokens_per_s"], med["trl"]["loss_tokens_per_s"]
+    own = [k for k in med["ours"] if k.startswith("trainer_")]
+    if own:
+        sides = "; ".join(
+            side + " " + " ".join(f"{k[8:]}={med[side].get(k, float('nan')):.4f}" for k in own) for side in med
+        )
+        lines.append(f"each trainer's own evaluate() (its own tokenisation, not the columns above): {sides}")
     lines.append(f"ratio per pair (loss-bearing tokens/s): {', '.join(f'{r:.2f}' for r in pair_ratios)}")
     lines.append(f"{stage} tokens/s ours={x:.0f} trl={y:.0f} ratio={x / y:.2f}")
     return "\n".join(lines)

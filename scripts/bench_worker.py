@@ -27,6 +27,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from bench_held_out import dpo_held_out, read_rows, sft_loss  # noqa: E402
 
 
 def count_batch(inputs: dict) -> dict[str, int]:
@@ -157,34 +160,29 @@ def held_out(stage: str, spec: dict):
     """The measure both sides are judged by, computed by the same code on the trained model."""
 
     def sft(trainer) -> dict:
-        import torch
-        from datasets import Dataset
+        return sft_loss(trainer.model, trainer.processing_class, read_rows(spec["data"]), spec["max_length"])
 
-        from alignment.data import tokenize_sft
-
-        rows = [json.loads(x) for x in (Path(spec["data"]) / "test.jsonl").read_text(encoding="utf-8").splitlines()]
-        encoded = tokenize_sft(Dataset.from_list(rows), trainer.processing_class, max_length=spec["max_length"])[0]
-        model, total, count = trainer.model, 0.0, 0
-        device = next(model.parameters()).device
-        for row in encoded:  # one row at a time: no padding, so the loss cannot depend on batching
-            ids = torch.tensor([row["input_ids"]], device=device)
-            labels = torch.tensor([row["labels"]], device=device)
-            logits = model(input_ids=ids).logits[:, :-1].float()
-            target = labels[:, 1:]
-            total += float(torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, reduction="sum"))
-            count += int((target != -100).sum())
-        return {"eval_loss": total / count, "eval_loss_tokens": count}
-
-    def pairs(trainer) -> dict:  # DPO and RM: the trainer's own evaluation, same eval batch size on both sides
+    def trainer_eval(trainer) -> dict:  # the trainer's own evaluation, same eval batch size on both sides
         metrics = trainer.evaluate()
         keep = ("eval_loss", "eval_accuracy", "eval_rewards/accuracies", "eval_rewards/margins")
         return {k.replace("eval_rewards/", "eval_"): metrics[k] for k in keep if k in metrics}
+
+    def dpo(trainer) -> dict:  # the shared DPO measure; the trainer's own numbers kept aside (not the same quantity)
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model = trainer.model
+        param = next(model.parameters())
+        reference = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=param.dtype).to(param.device).eval()
+        tokenizer = AutoTokenizer.from_pretrained(spec["model"])
+        rows = read_rows(spec["data"])
+        shared = dpo_held_out(model, reference, tokenizer, rows, spec["max_length"], trainer.args.beta)
+        return shared | {"trainer_eval": trainer_eval(trainer)}
 
     def online(trainer) -> dict:  # GRPO: the mean reward of the last logged steps
         rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
         return {"reward_last": sum(rewards[-3:]) / len(rewards[-3:])} if rewards else {}
 
-    return {"sft": sft, "dpo": pairs, "rm": pairs, "grpo": online}[stage]
+    return {"sft": sft, "dpo": dpo, "rm": trainer_eval, "grpo": online}[stage]
 
 
 def run_ours(spec: dict) -> None:
