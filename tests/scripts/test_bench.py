@@ -1,10 +1,12 @@
 """scripts/bench.py and its pieces: the skewed data, token counting on TRL's own batches, rates, the TRL side's
-settings, the table's last line, the config our side runs, and the GPU flag without a GPU. No timings."""
+settings, the table's last line, the config our side runs, the shared held-out measures, and the GPU flag without a
+GPU. No timings."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import sys
 from collections import Counter
 from pathlib import Path
@@ -27,6 +29,7 @@ def _load_script(name: str):
 bench = _load_script("bench")
 bench_data = _load_script("bench_data")
 worker = _load_script("bench_worker")
+held_out = _load_script("bench_held_out")
 
 
 def _rows(path: Path) -> list[dict]:
@@ -154,3 +157,58 @@ def test_our_overrides_compose_into_a_valid_config(tmp_path):
 def test_gpu_flag_skips_cleanly_without_a_gpu(capsys):
     bench.main(["sft", "--gpu"])
     assert "no CUDA device here; skipped" in capsys.readouterr().out
+
+
+def test_dpo_measures_from_reply_log_probs():
+    # Pair 1: chosen up 1 nat, rejected down 1 nat against the reference: margin beta * 2 = 1. Pair 2: the reverse.
+    policy, reference = [(-1.0, -3.0), (-4.0, -1.0)], [(-2.0, -2.0), (-3.0, -2.0)]
+    m = held_out.dpo_measures(policy, reference, chosen_tokens=10, beta=0.5)
+    assert m["eval_margin"] == pytest.approx((1.0 - 1.0) / 2) and m["eval_accuracy"] == 0.5 and m["eval_pairs"] == 2
+    assert m["eval_loss"] == pytest.approx((math.log1p(math.exp(-1.0)) + math.log1p(math.exp(1.0))) / 2)
+    assert m["eval_chosen_nll"] == pytest.approx(5.0 / 10)
+    # A very negative margin: the loss is the margin's size, not an overflow.
+    assert held_out.dpo_measures([(-100.0, 0.0)], [(0.0, 0.0)], 1, 1.0)["eval_loss"] == pytest.approx(100.0)
+
+
+def _pair_rows() -> list[dict]:
+    rows = [json.loads(line) for line in (REPO / "data" / "preference" / "test.jsonl").read_text().splitlines()]
+    return rows[:3]
+
+
+def test_shared_pairs_end_at_end_of_turn_and_log_probs_are_the_replies():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from alignment.tiny_model import tiny_model_dir
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir())
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir()).eval()
+    pairs = held_out.encode_pairs(tokenizer, _pair_rows(), max_length=512)
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert len(pairs) == 3 and all(p["chosen_ids"][-1] == end and p["rejected_ids"][-1] == end for p in pairs)
+    p = pairs[0]
+    ids = torch.tensor([p["prompt_ids"] + p["chosen_ids"]])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
+    n = len(p["prompt_ids"])
+    expected = sum(float(logp[i - 1, ids[0, i]]) for i in range(n, ids.shape[1]))
+    assert held_out.pair_log_probs(model, pairs[:1])[0][0] == pytest.approx(expected, abs=1e-4)
+    # A model against itself: every margin 0, so loss log 2, accuracy 0 (a tie is not a win), margin 0.
+    same = held_out.dpo_held_out(model, model, tokenizer, _pair_rows(), 512, beta=0.1)
+    assert same["eval_loss"] == pytest.approx(math.log(2)) and same["eval_margin"] == 0.0
+    assert same["eval_accuracy"] == 0.0 and same["eval_pairs"] == 3
+    chosen_tokens = sum(len(q["chosen_ids"]) for q in pairs)
+    nll = -sum(c for c, _ in held_out.pair_log_probs(model, pairs)) / chosen_tokens
+    assert same["eval_chosen_nll"] == pytest.approx(nll)
+
+
+def test_table_shows_the_shared_measure_and_the_trainers_own_apart():
+    def run(loss):
+        rates = {"loss_tokens_per_s": 100.0, "tokens_per_s": 200.0, "s_per_step": 1.0}
+        own = {"eval_loss": loss + 3, "eval_accuracy": 0.6}
+        return {"rates": rates, "held_out": {"eval_loss": loss, "trainer_eval": own}, "peak_memory_mb": 1.0}
+
+    text = bench.table("dpo", {"ours": [run(0.5)], "trl": [run(0.6)]}, params=1, gpu_peak=None)
+    header = text.splitlines()[0]
+    assert "eval_loss" in header and "trainer_" not in header
+    assert "| ours |" in text and "0.5000 |" in text and "0.6000 |" in text
+    assert "ours eval_loss=3.5000 eval_accuracy=0.6000; trl eval_loss=3.6000 eval_accuracy=0.6000" in text
