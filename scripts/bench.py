@@ -119,6 +119,7 @@ def our_overrides(stage: str, model: str, data: Path, steps: int, max_length: in
         f"model.path={model}",
         "data=custom",
         f"data.path={data}",
+        "data.eval_split=test",  # data=custom holds out 5% of train unless told the split: TRL's rows on both sides
         f"data.max_length={max_length}",
         f"trainer.max_steps={steps}",
         "trainer.save_strategy=no",

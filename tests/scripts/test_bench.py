@@ -151,6 +151,7 @@ def test_our_overrides_compose_into_a_valid_config(tmp_path):
             cfg = compose(config_name="config", overrides=overrides)
         assert cfg.trainer.max_steps == 5 and cfg.data.max_length == 256 and cfg.stage == stage
         assert cfg.oracle_eval.enabled is False and cfg.evaluate_before is False
+        assert cfg.data.eval_split == "test"  # both sides train on every train row, judged on test.jsonl
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="runs the GPU benchmark on a GPU")
