@@ -4,6 +4,7 @@ and fail the same way, each error naming the config key that holds the bad value
 
 from __future__ import annotations
 
+# importlib, not hydra.utils.get_method: get_method cannot load a path/to/file.py, and its errors cannot name our key.
 import importlib
 import importlib.util
 from collections.abc import Callable
