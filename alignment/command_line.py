@@ -26,7 +26,7 @@ def check_command_line(argv: list[str]) -> None:
     overrides = _first_values([a for a in argv if a not in _RUN_FLAGS])
     if overrides is None:
         return
-    cfg = _compose(overrides)
+    cfg = compose(overrides)
     _check_added_keys(cfg, overrides)
 
 
@@ -58,7 +58,9 @@ def _raise_syntax(err: Exception) -> None:
     raise AlignmentError(f"cannot parse the command line: {str(err).splitlines()[0]}") from err
 
 
-def _compose(overrides: list[str]) -> DictConfig:
+def compose(overrides: list[str]) -> DictConfig:
+    """The config ``python -m alignment <overrides>`` runs with (configs registered first), or one actionable
+    AlignmentError."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import MissingConfigException
 

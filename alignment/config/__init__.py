@@ -45,7 +45,7 @@ from alignment.config.training import (
     SweepConfig,
     TrackingConfig,
 )
-from alignment.trainer.schema import trainer_schemas
+from alignment.trainer.schema import own_settings, trainer_schemas
 
 __all__ = [
     "AlignConfig",
@@ -141,15 +141,7 @@ def register_configs() -> None:
     register_resolvers()  # conf/config.yaml's default output_dir and sweep job dirs
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=AlignConfig)
-    for stage, schema in trainer_schemas().items():
+    for stage, schema in (trainer_schemas() | own_settings()).items():
         cs.store(group="schema/trainer", name=stage, node=schema)
-    from alignment.rl.settings import PPOSettings
-
-    cs.store(group="schema/trainer", name="ppo", node=PPOSettings)
-    from alignment.stages.generate import GenerateSettings
-    from alignment.stages.label import LabelSettings
-
-    cs.store(group="schema/trainer", name="generate", node=GenerateSettings)
-    cs.store(group="schema/trainer", name="label", node=LabelSettings)
     for stage in ("eval", "compare", "chat"):
         cs.store(group="schema/trainer", name=stage, node=NoTrainerSettings)

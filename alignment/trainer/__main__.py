@@ -14,25 +14,15 @@ import sys
 import textwrap
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from alignment.paths import CONF_DIR
-from alignment.trainer.schema import FieldSpec, field_default, field_help, trainer_specs
+from alignment.trainer.schema import FieldSpec, field_default, field_help, own_settings, trainer_specs
 
 # Keys the run sets from elsewhere in the config (trainer/schema.py leaves them out of every trainer schema).
 RUN_MANAGED = (
     "output_dir (from output_dir), seed (seed), max_length (data.max_length), report_to and run_name (tracking.*), "
     "push_to_hub, hub_model_id and hub_token (hub.*)"
 )
-
-
-def own_settings() -> dict[str, type]:
-    """The stages whose ``trainer.*`` is one of our dataclasses rather than a TRL config."""
-    from alignment.rl.settings import PPOSettings
-    from alignment.stages.generate import GenerateSettings
-    from alignment.stages.label import LabelSettings
-
-    return {"ppo": PPOSettings, "generate": GenerateSettings, "label": LabelSettings}
 
 
 def _dataclass_specs(cls: type) -> list[FieldSpec]:
@@ -44,21 +34,13 @@ def _dataclass_specs(cls: type) -> list[FieldSpec]:
 
 
 def stage_values(stage: str) -> dict[str, Any]:
-    """The ``trainer.*`` values ``conf/stage/<stage>.yaml`` sets (they replace the defaults for that stage), those of
-    the shared files its defaults list pulls into ``trainer`` (``conf/trainer_shared/``) included."""
-    path = CONF_DIR / "stage" / f"{stage}.yaml"
-    if not path.exists():
-        return {}
-    conf = OmegaConf.load(path)
-    shared = [
-        CONF_DIR / "trainer_shared" / f"{name}.yaml"
-        for entry in conf.get("defaults") or []
-        if isinstance(entry, DictConfig)
-        for key, name in entry.items()
-        if key == "/trainer_shared@trainer"
-    ]
-    trainer = OmegaConf.merge(*(OmegaConf.load(p) for p in shared), conf.get("trainer") or {})
-    return OmegaConf.to_container(trainer, resolve=False)
+    """``trainer.*`` of ``stage`` as the run composes it: the schema's defaults, then the stage's YAML (with the shared
+    files its defaults list pulls in)."""
+    from alignment.command_line import compose
+    from alignment.config import register_configs
+
+    register_configs()
+    return OmegaConf.to_container(compose([f"stage={stage}"]).trainer, resolve=False)
 
 
 def _show(value: Any) -> str:

@@ -173,3 +173,12 @@ def trl_config_class(stage: str) -> type | None:
             os.environ.pop("TRL_EXPERIMENTAL_SILENCE", None)
         else:
             os.environ["TRL_EXPERIMENTAL_SILENCE"] = silenced
+
+
+def own_settings() -> dict[str, type]:
+    """The stages whose ``trainer.*`` is one of our dataclasses rather than a TRL config."""
+    from alignment.rl.settings import PPOSettings
+    from alignment.stages.generate import GenerateSettings
+    from alignment.stages.label import LabelSettings
+
+    return {"ppo": PPOSettings, "generate": GenerateSettings, "label": LabelSettings}
