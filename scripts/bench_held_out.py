@@ -54,29 +54,14 @@ def encode_pairs(tokenizer, rows: list[dict], max_length: int) -> list[dict]:
     return [{k: row[k] for k in ("prompt_ids", "chosen_ids", "rejected_ids")} for row in encoded[0]]
 
 
-def reply_log_prob(model, prompt_ids: list[int], reply_ids: list[int]) -> float:
-    """Sum of log p(reply token | everything before it) for ``prompt_ids + reply_ids``."""
-    import torch
-
-    device = next(model.parameters()).device
-    ids = torch.tensor([prompt_ids + reply_ids], device=device)
-    logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1].float()
-    targets = ids[0, len(prompt_ids) :]
-    return float(torch.log_softmax(logits, -1).gather(-1, targets[:, None]).sum())
-
-
 def pair_log_probs(model, pairs: list[dict]) -> list[tuple[float, float]]:
-    """(chosen, rejected) summed reply log-probs of each encoded pair under ``model``."""
-    import torch
+    """(chosen, rejected) summed reply log-probs of each encoded pair under ``model``, one row at a time (the
+    package's :func:`alignment.stages.reference_kl.reply_logps`, which the KL measurement uses)."""
+    from alignment.stages.reference_kl import reply_logps
 
-    with torch.no_grad():
-        return [
-            (
-                reply_log_prob(model, p["prompt_ids"], p["chosen_ids"]),
-                reply_log_prob(model, p["prompt_ids"], p["rejected_ids"]),
-            )
-            for p in pairs
-        ]
+    rows = [(p["prompt_ids"], p[side]) for p in pairs for side in ("chosen_ids", "rejected_ids")]
+    logps = reply_logps(model, rows, batch_size=1).tolist()
+    return list(zip(logps[0::2], logps[1::2], strict=True))
 
 
 def dpo_measures(
